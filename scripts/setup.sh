@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up everything swe-rl needs on a Debian machine with Python 3.11:
+# bubblewrap (the sandbox), .venv with torch 2.13.0 (CPU) installed before the project, the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+
+if ! command -v bwrap >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing bubblewrap with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+    else
+        echo "setup: bubblewrap is missing. Install it (Debian/Ubuntu: sudo apt-get install bubblewrap) and run again." >&2
+        exit 1
+    fi
+fi
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    echo "setup: $PYTHON not found. Install Python 3.11 (or set PYTHON=/path/to/python3.11)." >&2
+    exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.swe-rl-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+    echo "setup: installing torch==2.13.0 (CPU) and the project into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+    # torch first, pinned: otherwise a multi-GB CUDA build is pulled in as a dependency.
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v -E "is ignored|BuildBackendWarning" || true
+    "$VENV/bin/python" -c "import torch, swe_rl; assert torch.__version__.startswith('2.13.0'), torch.__version__" 
+    touch "$stamp"
+fi
