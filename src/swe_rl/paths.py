@@ -9,6 +9,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PACKAGE_DIR / "data"
 BUNDLED_TASKS = DATA_DIR / "tasks" / "bundled.jsonl"
 TOOLS_DIR = PACKAGE_DIR / "agent" / "tools"
+CONFIGS_DIR = PACKAGE_DIR.parent.parent / "configs"  # <repo root>/configs: YAML configs and prompt templates
 
 
 def cache_dir() -> Path:

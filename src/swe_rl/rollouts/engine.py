@@ -1,0 +1,208 @@
+"""The rollout engine: N tasks x G samples, with every active episode's next turn generated in one batch.
+
+Per step: one `policy.generate` call over all active episodes (lock-step, so a seed makes a run
+repeatable), then their commands run concurrently in a thread pool; finished episodes are graded
+in the same pool while the model generates for the others. Infrastructure failures are retried;
+a task whose episode still fails is dropped as a whole group and counted, never scored 0.
+Every finished episode is appended and flushed to the output file, so `resume` redoes only the
+episodes that were not written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from swe_rl.rollouts.store import append_trajectory, iter_trajectories, repair_torn_tail
+from swe_rl.sandbox.protocol import Sandbox
+from swe_rl.types import Completion, Grade, SamplingParams, Task, Trajectory
+
+
+class EpisodeLike(Protocol):
+    """What the engine needs of an episode (agent/loop.py's `Episode`)."""
+
+    def prompt_ids(self) -> list[int]: ...
+
+    def step(self, completion: Completion) -> bool: ...  # True when the episode has ended
+
+    def trajectory(self) -> Trajectory: ...
+
+
+StartEpisode = Callable[[Task, int, Sandbox], EpisodeLike]
+OpenSandbox = Callable[[Task], Sandbox]
+GradeFn = Callable[[Task, str], Grade]
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    samples: int = 1  # G: episodes per task
+    max_active: int = 8  # episodes generating together: the policy's batch size
+    workers: int = 4  # threads for sandbox commands and grading
+    max_attempts: int = 3  # tries per episode (and per grading) before its group is dropped
+    seed: int = 0
+    grade: bool = True  # grade each finished episode in a fresh sandbox
+    generate_retries: int = 3  # a failing policy call (server down) is retried, then the run stops
+
+
+@dataclass
+class RolloutResult:
+    trajectories: list[Trajectory] = field(default_factory=list)  # this run's and resumed ones
+    dropped_tasks: set[str] = field(default_factory=set)  # groups with an infrastructure failure after retries
+    generated_tokens: int = 0
+    wall_s: float = 0.0
+
+    def usable(self) -> list[Trajectory]:
+        """Trajectories of groups that were not dropped (what evaluation and training consume)."""
+        return [t for t in self.trajectories if t.instance_id not in self.dropped_tasks]
+
+
+def is_infra_failure(t: Trajectory) -> bool:
+    return t.exit_reason == "sandbox_error" or (t.grade is not None and t.grade.status == "error")
+
+
+def step_seed(seed: int, step: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{step}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@dataclass
+class _Job:
+    task: Task
+    sample_index: int
+    attempt: int = 1
+
+
+@dataclass
+class _Active:
+    job: _Job
+    sandbox: Sandbox
+    episode: EpisodeLike
+
+
+def collect(
+    tasks: Sequence[Task],
+    policy,  # swe_rl.policy.protocol.Policy
+    params: SamplingParams,
+    start_episode: StartEpisode,
+    open_sandbox: OpenSandbox,
+    grade: GradeFn | None,
+    out: Path,
+    cfg: RolloutConfig = RolloutConfig(),
+    *,
+    resume: bool = False,
+    on_episode: Callable[[Trajectory], None] | None = None,
+) -> RolloutResult:
+    """Run `cfg.samples` episodes of every task, writing each finished one to `out` (JSONL)."""
+    result = RolloutResult()
+    started = time.perf_counter()
+    done: set[tuple[str, int]] = set()
+    if out.exists():
+        if not resume:
+            raise FileExistsError(f"{out} exists: pass resume=True (--resume) to continue it, or choose another path")
+        repair_torn_tail(out)
+        for t in iter_trajectories(out):
+            result.trajectories.append(t)
+            done.add((t.instance_id, t.sample_index))
+            if is_infra_failure(t):
+                result.dropped_tasks.add(t.instance_id)
+    pending = deque(
+        _Job(task, i) for task in tasks for i in range(cfg.samples) if (task.instance_id, i) not in done and task.instance_id not in result.dropped_tasks
+    )
+
+    lock = threading.Lock()  # grading threads finish episodes too
+
+    def finish(t: Trajectory, dropped: bool = False) -> None:
+        with lock:
+            if dropped:
+                result.dropped_tasks.add(t.instance_id)
+            result.trajectories.append(t)
+            append_trajectory(out, t)
+            if on_episode is not None:
+                on_episode(t)
+
+    def retry_or_drop(job: _Job, t: Trajectory) -> None:  # main thread only: it owns `pending`
+        if job.attempt < cfg.max_attempts:
+            pending.appendleft(replace(job, attempt=job.attempt + 1))
+        else:
+            finish(t, dropped=True)
+
+    def grade_and_finish(task: Task, t: Trajectory) -> None:
+        if grade is not None:
+            for _ in range(cfg.max_attempts):
+                t.grade = grade(task, t.patch)
+                if t.grade.status != "error":
+                    break
+        finish(t, dropped=t.grade is not None and t.grade.status == "error")
+
+    active: list[_Active] = []
+    grading: list[Future] = []
+    step = 0
+    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+        try:
+            while pending or active:
+                # Fill free slots; sandboxes start concurrently.
+                starting = []
+                while pending and len(active) + len(starting) < cfg.max_active:
+                    job = pending.popleft()
+                    if job.task.instance_id in result.dropped_tasks:
+                        continue
+                    starting.append((job, pool.submit(open_sandbox, job.task)))
+                for job, fut in starting:
+                    sandbox = None
+                    try:
+                        sandbox = fut.result()
+                        episode = start_episode(job.task, job.sample_index, sandbox)
+                    except Exception as e:  # noqa: BLE001 - an infra failure of one episode, counted below
+                        if sandbox is not None:
+                            sandbox.close()
+                        failed = Trajectory(job.task.instance_id, job.sample_index, [], [], [], [], [], "sandbox_error", "", error=f"{type(e).__name__}: {e}")
+                        retry_or_drop(job, failed)
+                        continue
+                    active.append(_Active(job, sandbox, episode))
+                if not active:
+                    continue
+
+                completions = _generate(policy, [a.episode.prompt_ids() for a in active], replace(params, seed=step_seed(cfg.seed, step)), cfg.generate_retries)
+                step += 1
+                result.generated_tokens += sum(len(c.token_ids) for c in completions)
+                ended = list(pool.map(lambda ac: ac[0].episode.step(ac[1]), zip(active, completions)))
+                still_active = []
+                for a, is_done in zip(active, ended):
+                    if not is_done:
+                        still_active.append(a)
+                        continue
+                    t = a.episode.trajectory()
+                    a.sandbox.close()
+                    if t.exit_reason == "sandbox_error":
+                        retry_or_drop(a.job, t)
+                    else:
+                        grading.append(pool.submit(grade_and_finish, a.job.task, t))
+                active = still_active
+                # Surface grading crashes (bugs, not infra) instead of losing them.
+                for fut in [g for g in grading if g.done()]:
+                    grading.remove(fut)
+                    fut.result()
+            for fut in grading:
+                fut.result()
+        finally:  # a crash (a bug, Ctrl-C) must not leave sandboxes running
+            for a in active:
+                a.sandbox.close()
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def _generate(policy, prompts: list[list[int]], params: SamplingParams, retries: int) -> list[Completion]:
+    for attempt in range(1, retries + 1):
+        try:
+            return policy.generate(prompts, params)
+        except (ConnectionError, TimeoutError, OSError):
+            if attempt == retries:
+                raise
+            time.sleep(min(2.0**attempt, 30.0))
+    raise AssertionError("unreachable")
