@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -35,6 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = Path(__file__).with_name("bundled_tasks_spec.yaml")
 OUT = ROOT / "src" / "swe_rl" / "data" / "tasks"
+SHOW_REPRO = False  # --show-repro: print each reproduction's output (to write the statements)
 
 # Test ids the grader can append to a shell command unquoted (pytest escapes
 # non-ASCII ids with backslashes, and parametrize ids may hold spaces).
@@ -42,13 +44,20 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9_./:\[\]\-,=+@%^]+$")
 SUMMARY = re.compile(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (.+?)(?: - .*)?$")
 
 
-def sh(cmd: list[str] | str, cwd: Path, env: dict[str, str], check: bool = True) -> str:
-    """Run a command; on failure raise with its output so the cause is visible."""
-    proc = subprocess.run(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def sh(cmd: list[str] | str, cwd: Path, env: dict[str, str], check: bool = True, timeout: int = 600) -> str:
+    """Run a command (its whole process group is killed at the timeout: a bug may
+    make a test loop forever); on failure raise with its output."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise RuntimeError(f"command timed out after {timeout}s in {cwd}: {cmd}") from None
     if check and proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}) in {cwd}: {cmd}\n{proc.stdout[-4000:]}")
-    return proc.stdout
+        raise RuntimeError(f"command failed ({proc.returncode}) in {cwd}: {cmd}\n{out[-4000:]}")
+    return out
 
 
 class Project:
@@ -85,7 +94,7 @@ class Project:
     def pytest(self, ids: list[str] = ()) -> dict[str, str]:
         """Run the task's test command (ids appended) and parse `-rA` summary lines."""
         cmd = self.spec["install_config"]["test_cmd"] + "".join(" " + shlex.quote(i) for i in ids)
-        out = sh(cmd, self.repo, self.env, check=False)
+        out = sh(cmd, self.repo, self.env, check=False, timeout=120)
         statuses: dict[str, str] = {}
         in_summary = False
         for line in out.splitlines():
@@ -201,10 +210,13 @@ def build_task(proj: Project, env_commit: str, baseline: dict[str, str], task: d
     if not f2p or len(failing) > task.get("max_f2p", 40):
         raise RuntimeError(f"{tid}: the bug breaks {len(failing)} tests ({len(f2p)} with safe ids): {failing[:20]}")
     test_files = hide_tests(proj.repo, failing)
-    proj.git("checkout", "-q", "-B", f"task/{tid}")
+    # The base commit has no parent: with the pristine release as its parent,
+    # `git diff HEAD~1` inside a sandbox would show the bug and the hidden tests.
     proj.git("add", "-A", "-f")
-    proj.git("commit", "-q", "-m", f"{tid}: {task['summary']}")
-    base = proj.git("rev-parse", "HEAD").strip()
+    tree = proj.git("write-tree").strip()
+    base = proj.git("commit-tree", tree, "-m", f"{proj.name} {spec['version']}").strip()
+    proj.git("branch", "-f", f"task/{tid}", base)
+    proj.git("checkout", "-q", "-f", base)
     broken = sorted(i for i, s in proj.pytest().items() if s in ("FAILED", "ERROR"))
     if broken:
         raise RuntimeError(f"{tid}: tests still fail at the base commit after hiding: {broken}")
@@ -219,6 +231,7 @@ def build_task(proj: Project, env_commit: str, baseline: dict[str, str], task: d
     other = [i for i in both if i.split("::")[0] not in f2p_files]
     p2p = sorted(spread(same, task.get("p2p_same", 35)) + spread(other, task.get("p2p_other", 10)))
     verify(proj, base, tid, patch, test_patch, f2p, p2p)
+    check_repro(proj, base, task, patch)
     return {
         "instance_id": tid,
         "repo": spec["repo"],
@@ -251,7 +264,25 @@ def verify(proj: Project, base: str, tid: str, patch: str, test_patch: str, f2p:
     proj.git("checkout", "-q", "-f", base)
 
 
-def build_project(name: str, spec: dict, work: Path, python: str) -> list[dict]:
+def check_repro(proj: Project, base: str, task: dict, patch: str) -> None:
+    """The statement's first python block must show the bug: its output changes with the fix."""
+    m = re.search(r"```python\n(.*?)```", task["problem_statement"], re.S)
+    if m is None:
+        raise RuntimeError(f"{task['instance_id']}: problem_statement has no ```python block")
+    outputs = []
+    for patches in ([], [patch]):
+        proj.git("checkout", "-q", "-f", base)
+        for p in patches:
+            subprocess.run(["git", "apply", "-"], cwd=proj.repo, env=proj.env, input=p, text=True, check=True)
+        outputs.append(sh(["python", "-c", m.group(1)], proj.repo, proj.env, check=False, timeout=60))
+    proj.git("checkout", "-q", "-f", base)
+    if SHOW_REPRO:
+        print(f"--- {task['instance_id']} buggy:\n{outputs[0]}--- fixed:\n{outputs[1]}", end="")
+    if outputs[0] == outputs[1]:
+        raise RuntimeError(f"{task['instance_id']}: the reproduction prints the same before and after the fix")
+
+
+def build_project(name: str, spec: dict, work: Path, python: str, keep_going: bool) -> list[dict]:
     t0 = time.time()
     sdist = fetch_sdist(name, spec, work / "sdists")
     repo = work / name / "repo"
@@ -277,8 +308,14 @@ def build_project(name: str, spec: dict, work: Path, python: str) -> list[dict]:
         raise RuntimeError(f"{name}: pristine sdist tests fail: {[i for i, s in baseline.items() if s != 'PASSED']}")
     records = []
     for task in spec["tasks"]:
-        records.append(build_task(proj, env_commit, baseline, task))
-        r = records[-1]
+        try:
+            r = build_task(proj, env_commit, baseline, task)
+        except RuntimeError as e:
+            if not keep_going:
+                raise
+            print(f"  SKIPPED {task['instance_id']}: {e}", flush=True)
+            continue
+        records.append(r)
         print(f"  {r['instance_id']}: F2P {len(r['FAIL_TO_PASS'])}, P2P {len(r['PASS_TO_PASS'])}", flush=True)
     proj.git("checkout", "-q", "main")
     bundle = OUT / "bundles" / f"{name}.bundle"
@@ -292,10 +329,14 @@ def build_project(name: str, spec: dict, work: Path, python: str) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", help="build one project (the jsonl then holds only its tasks)")
+    ap.add_argument("--only", help="rebuild one project (other records in bundled.jsonl are kept)")
     ap.add_argument("--keep-work", action="store_true", help="keep the temporary work directory")
+    ap.add_argument("--keep-going", action="store_true", help="report a broken task and go on (for writing the spec)")
     ap.add_argument("--python", default="python3.11", help="interpreter for the test venvs")
+    ap.add_argument("--show-repro", action="store_true", help="print each statement's reproduction output")
     args = ap.parse_args()
+    global SHOW_REPRO
+    SHOW_REPRO = args.show_repro
     spec = yaml.safe_load(SPEC.read_text())
     python = shutil.which(args.python)
     if python is None:
@@ -303,15 +344,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="swe-rl-bundled-"))
     records = []
     try:
-        for name, pspec in spec["projects"].items():
+        for name, pspec in spec["projects"].items():  # `defaults` is only a YAML anchor
             if args.only in (None, name):
-                pspec["install_config"]["python"] = str(pspec["install_config"]["python"])
-                records += build_project(name, pspec, work, python)
+                records += build_project(name, pspec, work, python, args.keep_going)
     finally:
         if args.keep_work:
             print(f"work directory kept: {work}")
         else:
             shutil.rmtree(work)
+    if args.only:  # keep the other projects' records; a stable sort keeps each project's task order
+        old = [json.loads(line) for line in (OUT / "bundled.jsonl").read_text().splitlines()]
+        kept = [r for r in old if r["repo_url"] != f"bundles/{args.only}.bundle"]
+        order = {f"bundles/{n}.bundle": i for i, n in enumerate(spec["projects"])}
+        records = sorted(kept + records, key=lambda r: order[r["repo_url"]])
     with open(OUT / "bundled.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")

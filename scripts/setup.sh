@@ -15,6 +15,12 @@ if ! command -v bwrap >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# Optional: Debian's chromium renders the trajectory viewer in its test (skipped without it).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium with apt-get (for the viewer's browser test)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "setup: could not install chromium; the viewer's browser test will be skipped" >&2
+fi
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     echo "setup: $PYTHON not found. Install Python 3.11 (or set PYTHON=/path/to/python3.11)." >&2
     exit 1

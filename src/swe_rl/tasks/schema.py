@@ -23,7 +23,8 @@ class TaskValidationError(ValueError):
 
     def __init__(self, errors: list[str], header: str = "invalid tasks") -> None:
         self.errors = list(errors)
-        super().__init__(f"{header} ({len(self.errors)} errors):\n" + "\n".join(f"  - {e}" for e in self.errors))
+        n = len(self.errors)
+        super().__init__(f"{header} ({n} error{'s' * (n != 1)}):\n" + "\n".join(f"  - {e}" for e in self.errors))
 
 
 # Fields of the record that map onto Task attributes (everything else goes to Task.extra).

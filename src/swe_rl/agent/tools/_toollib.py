@@ -78,7 +78,14 @@ def state_dir():
 
 
 def window_height():
-    raw = os.environ.get("SWE_RL_WINDOW") or str(DEFAULT_WINDOW)
+    """$SWE_RL_WINDOW, else the `window` file of the state dir (it survives shell restarts), else 100."""
+    raw = os.environ.get("SWE_RL_WINDOW")
+    if not raw:
+        try:
+            with open(_state_file("window")) as f:
+                raw = f.read().strip()
+        except OSError:
+            raw = ""
     try:
         return max(1, int(raw))
     except ValueError:

@@ -1,0 +1,125 @@
+"""Scripted assistant turns that solve a task from its gold patch with OUR tools, and their rendering.
+
+`gold_patch_actions(task)` feeds policy/'s ScriptedPolicy: end-to-end tests, and the one-shot
+demonstration of the RFT prompt (PAPER.md section 4), rendered by `render_demonstration`.
+Hunks are applied bottom-up within a file, so the line numbers of the patch's hunk
+headers stay valid without reading the base file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from swe_rl.types import Task
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+@dataclass
+class Hunk:
+    old_start: int
+    old_len: int
+    lines: list[str] = field(default_factory=list)  # body lines with their ' ', '-', '+' prefix
+
+
+@dataclass
+class FileDiff:
+    path: str  # relative to the repository root
+    new_file: bool = False
+    deleted: bool = False
+    hunks: list[Hunk] = field(default_factory=list)
+
+
+def parse_patch(patch: str) -> list[FileDiff]:
+    """The files and hunks of a unified `git diff`. Renames and binary changes are not supported."""
+    files: list[FileDiff] = []
+    old_left = new_left = 0  # body lines still expected in the current hunk
+    for line in patch.splitlines():
+        if line.startswith("diff --git "):
+            files.append(FileDiff(path=line.split(" b/", 1)[-1]))
+        elif not files:
+            continue
+        elif line.startswith("new file mode"):
+            files[-1].new_file = True
+        elif line.startswith("deleted file mode"):
+            files[-1].deleted = True
+        elif line.startswith(("rename from", "Binary files", "GIT binary patch")):
+            raise ValueError(f"patch of {files[-1].path}: renames and binary changes are not supported")
+        elif m := _HUNK.match(line):
+            files[-1].hunks.append(Hunk(int(m[1]), 1 if m[2] is None else int(m[2])))
+            old_left, new_left = files[-1].hunks[-1].old_len, 1 if m[4] is None else int(m[4])
+        elif files[-1].hunks and (old_left or new_left) and line[:1] in (" ", "-", "+", ""):
+            line = line or " "  # some tools strip the space of an empty context line
+            files[-1].hunks[-1].lines.append(line)
+            old_left -= line[0] in " -"
+            new_left -= line[0] in " +"
+    return files
+
+
+def hunk_edit(hunk: Hunk) -> tuple[int, int, list[str]]:
+    """(start, end, new lines) of the `edit start:end` that applies `hunk`, context lines trimmed."""
+    body = hunk.lines
+    changed = [i for i, line in enumerate(body) if line[:1] in "-+"]
+    first, last = changed[0], changed[-1]
+    lead = sum(1 for line in body[:first] if line[:1] == " ")
+    # `-a,0` means "insert after line a"; otherwise the hunk's old text starts at line a.
+    start = (hunk.old_start + 1 if hunk.old_len == 0 else hunk.old_start) + lead
+    middle = body[first : last + 1]
+    old_count = sum(1 for line in middle if line[:1] in " -")
+    new_lines = [line[1:] for line in middle if line[:1] in " +"]
+    return start, start + old_count - 1, new_lines
+
+
+def _heredoc(lines: list[str]) -> tuple[str, str]:
+    delimiter = "EOF"
+    while delimiter in lines:
+        delimiter += "_"
+    return delimiter, "".join(line + "\n" for line in lines)
+
+
+def turn(thought: str, command: str) -> str:
+    return f"{thought}\n```bash\n{command}\n```"
+
+
+def gold_patch_actions(task: Task) -> list[str]:
+    """Assistant turns that apply `task.patch` with open/create/edit and then submit."""
+    files = parse_patch(task.patch)
+    if not files:
+        raise ValueError(f"task {task.instance_id}: the gold patch has no file changes")
+    actions = []
+    for f in files:
+        if f.deleted:
+            actions.append(turn(f"{f.path} is not needed any more, so I remove it.", f"rm {f.path}"))
+            continue
+        if f.new_file:
+            actions.append(turn(f"I need a new file, {f.path}.", f"create {f.path}"))
+        else:
+            first = hunk_edit(f.hunks[0])[0]
+            actions.append(turn(f"Let me look at the code in {f.path} around line {first}.", f"open {f.path} {first}"))
+        for hunk in reversed(f.hunks):  # bottom-up: earlier hunks' line numbers stay valid
+            start, end, new_lines = hunk_edit(hunk)
+            if f.new_file:
+                start, end = 1, 1
+            if not new_lines:  # bash gives an empty heredoc as /dev/null: the edit tool wants --delete
+                actions.append(turn(f"I delete lines {start}-{end} of {f.path}.", f"edit {start}:{end} --delete"))
+                continue
+            delim, text = _heredoc(new_lines)
+            what = f"replace lines {start}-{end}" if end >= start else f"insert before line {start}"
+            actions.append(turn(f"I {what} of {f.path} to fix the issue.", f"edit {start}:{end} << '{delim}'\n{text}{delim}"))
+    actions.append(turn("The fix is in place, so I submit it.", "submit"))
+    return actions
+
+
+def never_submit_actions(n: int) -> list[str]:
+    """`n` harmless turns that never submit: a scripted episode that runs into the turn limit."""
+    return [turn(f"Let me look around (step {i + 1}).", "ls") for i in range(n)]
+
+
+def render_demonstration(messages: list[dict[str, str]]) -> str:
+    """A finished episode's turns as plain text for demonstration.txt (system + issue messages skipped)."""
+    parts = []
+    for m in messages[2:]:
+        label = "ASSISTANT" if m["role"] == "assistant" else "OBSERVATION"
+        parts.append(f"{label}:\n{m['content'].strip()}")
+    return "\n\n".join(parts)

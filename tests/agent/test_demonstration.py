@@ -1,0 +1,114 @@
+"""Scripted turns from gold patches: hunk -> edit arithmetic on real diffs, and the rendered demonstration."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from swe_rl.agent.demonstration import gold_patch_actions, hunk_edit, never_submit_actions, parse_patch, render_demonstration
+from swe_rl.agent.parser import parse_action
+from swe_rl.paths import TOOLS_DIR
+from swe_rl.types import Task
+
+BASE = "".join(f"line {i}\n" for i in range(1, 41))
+
+
+def git_diff(tmp_path: Path, files: dict[str, str | None]) -> str:
+    """A real `git diff` of BASE in m.txt (plus `files`: content or None to delete)."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "m.txt").write_text(BASE)
+    (repo / "gone.txt").write_text("bye\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "b"], cwd=repo, check=True)
+    for name, content in files.items():
+        if content is None:
+            (repo / name).unlink()
+        else:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / name).write_text(content)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    return subprocess.run([*git, "diff", "--cached", "HEAD"], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def apply_actions(tmp_path: Path, actions: list[str]) -> Path:
+    """Run the actions' commands with the real tools on a fresh copy of the base files."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "m.txt").write_text(BASE)
+    (work / "gone.txt").write_text("bye\n")
+    env = {"PATH": f"{TOOLS_DIR}:/usr/bin:/bin", "SWE_RL_STATE": str(tmp_path / "state"), "PYTHONDONTWRITEBYTECODE": "1"}
+    for text in actions:
+        action = parse_action(text)
+        assert action.error is None, text
+        (tmp_path / "cmd.sh").write_text(action.command + "\n")
+        r = subprocess.run(["bash", "-c", f"source {tmp_path / 'cmd.sh'}"], cwd=work, env=env, capture_output=True,
+                           text=True, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, (action.command, r.stdout, r.stderr)
+    return work
+
+
+def test_multi_hunk_multi_file_patch_reproduced_with_the_tools(tmp_path):
+    lines = BASE.splitlines(keepends=True)
+    lines[2] = "changed 3\n"  # replace
+    lines[19:21] = []  # delete 20-21
+    lines.insert(30, "inserted\n")  # pure insertion
+    lines[-1] = "last changed\n"
+    new = "".join(lines)
+    patch = git_diff(tmp_path, {"m.txt": new, "pkg/new.py": "A = 1\nB = 2\n", "gone.txt": None})
+    task = Task(instance_id="t-1", repo="o/r", base_commit="x", problem_statement="p", patch=patch)
+    actions = gold_patch_actions(task)
+    assert parse_action(actions[-1]).command == "submit"
+    work = apply_actions(tmp_path, actions[:-1])
+    assert (work / "m.txt").read_text() == new
+    assert (work / "pkg" / "new.py").read_text() == "A = 1\nB = 2\n"
+    assert not (work / "gone.txt").exists()
+
+
+def test_hunk_edit_trims_context():
+    [f] = parse_patch("diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -10,7 +10,7 @@ def f():\n a\n b\n c\n-d\n+D\n e\n f\n g\n")
+    assert hunk_edit(f.hunks[0]) == (13, 13, ["D"])
+    [f] = parse_patch("diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -5,0 +6,2 @@\n+n1\n+n2\n")
+    assert hunk_edit(f.hunks[0]) == (6, 5, ["n1", "n2"])  # insertion after line 5
+
+
+def test_unsupported_and_empty_patches():
+    with pytest.raises(ValueError, match="renames"):
+        parse_patch("diff --git a/x b/y\nsimilarity index 100%\nrename from x\nrename to y\n")
+    with pytest.raises(ValueError, match="no file changes"):
+        gold_patch_actions(Task(instance_id="t-2", repo="o/r", base_commit="x", problem_statement="p", patch=""))
+
+
+def test_never_submit_and_render():
+    actions = never_submit_actions(3)
+    assert len(actions) == 3 and all(parse_action(a).command == "ls" for a in actions)
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "I"},
+                {"role": "assistant", "content": actions[0]}, {"role": "user", "content": "a.py\n(status) bash-$"}]
+    text = render_demonstration(messages)
+    assert text.startswith("ASSISTANT:\nLet me look around (step 1).") and text.endswith("OBSERVATION:\na.py\n(status) bash-$")
+
+
+@pytest.mark.slow
+def test_gold_actions_reproduce_every_bundled_gold_patch(tmp_path):
+    """With the real tools, the scripted turns turn each bundled task's base commit into its gold patch."""
+    from swe_rl.paths import BUNDLED_TASKS
+    from swe_rl.tasks.loaders import load_tasks
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "advice.detachedHead=false"]
+    for task in load_tasks(BUNDLED_TASKS):
+        repo = tmp_path / task.instance_id
+        subprocess.run([*git, "clone", "-q", task.repo_url, str(repo)], check=True)
+        subprocess.run([*git, "checkout", "-q", task.base_commit], cwd=repo, check=True)
+        state = tmp_path / f"{task.instance_id}-state"
+        env = {"PATH": f"{TOOLS_DIR}:/usr/bin:/bin", "SWE_RL_STATE": str(state), "PYTHONDONTWRITEBYTECODE": "1"}
+        for text in gold_patch_actions(task)[:-1]:
+            cmd = parse_action(text).command
+            r = subprocess.run(["bash", "-c", cmd], cwd=repo, env=env, capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL)
+            assert r.returncode == 0, (task.instance_id, cmd, r.stdout)
+        subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+        diff = subprocess.run([*git, "diff", "--cached", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+        assert diff == task.patch, task.instance_id
