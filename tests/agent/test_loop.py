@@ -99,11 +99,11 @@ def test_sandbox_error_is_recorded_not_graded(tiny, agent_sandbox, tokenizer):
     assert traj.patch == ""
 
 
-def test_killed_processes_restart_the_shell_and_the_episode_goes_on(tiny, agent_sandbox, tokenizer):
-    # A command that kills every process of the sandbox (the agent's own doing) is not an infra failure:
+def test_a_shell_that_exits_is_restarted_and_the_episode_goes_on(tiny, agent_sandbox, tokenizer):
+    # A command that ends the sandbox's shell (the agent's own doing) is not an infra failure:
     # the sandbox restarts its shell; the tools' state survives in /tmp.
     ep = play(Episode(tiny.task(), agent_sandbox, tokenizer, CFG), tokenizer,
-              [gold_patch_actions(tiny.task())[0], "Kill.\n```bash\nkill -9 $$\n```", "Look.\n```bash\ngoto 5\n```"])
+              [gold_patch_actions(tiny.task())[0], "Leave.\n```bash\nexit 3\n```", "Look.\n```bash\ngoto 5\n```"])
     assert not ep.done
     assert "restarted" in ep.turns[1].observation
     assert "5:def sub(a, b):" in ep.turns[2].observation

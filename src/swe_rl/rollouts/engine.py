@@ -2,7 +2,7 @@
 
 Per step: one `policy.generate` call over all active episodes (lock-step, so a seed makes a run
 repeatable), then their commands run concurrently in a thread pool; finished episodes are graded
-in the same pool while the model generates for the others. Infrastructure failures are retried;
+in a second pool while the model generates for the others. Infrastructure failures are retried;
 a task whose episode still fails is dropped as a whole group and counted, never scored 0.
 Every finished episode is appended and flushed to the output file, so `resume` redoes only the
 episodes that were not written.
@@ -27,11 +27,13 @@ from swe_rl.types import Completion, Grade, SamplingParams, Task, Trajectory
 class EpisodeLike(Protocol):
     """What the engine needs of an episode (agent/loop.py's `Episode`)."""
 
+    done: bool  # an episode may end before its first turn (context limit, broken sandbox)
+
     def prompt_ids(self) -> list[int]: ...
 
-    def step(self, completion: Completion) -> bool: ...  # True when the episode has ended
+    def step(self, completion: Completion, generation_s: float = 0.0) -> bool: ...  # True when it ended
 
-    def trajectory(self) -> Trajectory: ...
+    def trajectory(self, policy=None, seed: int | None = None) -> Trajectory: ...
 
 
 StartEpisode = Callable[[Task, int, Sandbox], EpisodeLike]
@@ -43,7 +45,7 @@ GradeFn = Callable[[Task, str], Grade]
 class RolloutConfig:
     samples: int = 1  # G: episodes per task
     max_active: int = 8  # episodes generating together: the policy's batch size
-    workers: int = 4  # threads for sandbox commands and grading
+    workers: int = 2  # threads grading finished episodes (each in a fresh sandbox)
     max_attempts: int = 3  # tries per episode (and per grading) before its group is dropped
     seed: int = 0
     grade: bool = True  # grade each finished episode in a fresh sandbox
@@ -142,8 +144,16 @@ def collect(
 
     active: list[_Active] = []
     grading: list[Future] = []
+
+    def end_episode(a: _Active) -> None:
+        t = a.episode.trajectory(policy, cfg.seed)
+        a.sandbox.close()
+        if t.exit_reason == "sandbox_error":
+            retry_or_drop(a.job, t)
+        else:
+            grading.append(graders.submit(grade_and_finish, a.job.task, t))
     step = 0
-    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+    with ThreadPoolExecutor(cfg.max_active) as pool, ThreadPoolExecutor(cfg.workers) as graders:
         try:
             while pending or active:
                 # Fill free slots; sandboxes start concurrently.
@@ -153,6 +163,7 @@ def collect(
                     if job.task.instance_id in result.dropped_tasks:
                         continue
                     starting.append((job, pool.submit(open_sandbox, job.task)))
+                ended_early: list[_Active] = []
                 for job, fut in starting:
                     sandbox = None
                     try:
@@ -164,26 +175,22 @@ def collect(
                         failed = Trajectory(job.task.instance_id, job.sample_index, [], [], [], [], [], "sandbox_error", "", error=f"{type(e).__name__}: {e}")
                         retry_or_drop(job, failed)
                         continue
-                    active.append(_Active(job, sandbox, episode))
+                    (ended_early if episode.done else active).append(_Active(job, sandbox, episode))
+                for a in ended_early:
+                    end_episode(a)
                 if not active:
                     continue
 
+                gen_started = time.perf_counter()
                 completions = _generate(policy, [a.episode.prompt_ids() for a in active], replace(params, seed=step_seed(cfg.seed, step)), cfg.generate_retries)
+                gen_s = (time.perf_counter() - gen_started) / len(active)  # the batch's time, shared
                 step += 1
                 result.generated_tokens += sum(len(c.token_ids) for c in completions)
-                ended = list(pool.map(lambda ac: ac[0].episode.step(ac[1]), zip(active, completions)))
-                still_active = []
+                ended = list(pool.map(lambda ac: ac[0].episode.step(ac[1], gen_s), zip(active, completions)))
                 for a, is_done in zip(active, ended):
-                    if not is_done:
-                        still_active.append(a)
-                        continue
-                    t = a.episode.trajectory()
-                    a.sandbox.close()
-                    if t.exit_reason == "sandbox_error":
-                        retry_or_drop(a.job, t)
-                    else:
-                        grading.append(pool.submit(grade_and_finish, a.job.task, t))
-                active = still_active
+                    if is_done:
+                        end_episode(a)
+                active = [a for a, is_done in zip(active, ended) if not is_done]
                 # Surface grading crashes (bugs, not infra) instead of losing them.
                 for fut in [g for g in grading if g.done()]:
                     grading.remove(fut)
