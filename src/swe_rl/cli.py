@@ -62,6 +62,16 @@ def _view(a: argparse.Namespace) -> int:
     return view_cli(a.files, a.out, title=a.title)
 
 
+def _rollout(a: argparse.Namespace) -> int:
+    from swe_rl.recipes.rollout import rollout_cli
+
+    return rollout_cli(
+        a.tasks, a.model, a.samples, a.out, resume=a.resume, cache=a.cache_dir, skip_invalid=a.skip_invalid,
+        instances=a.instance, limit=a.limit, max_turns=a.max_turns, max_new_tokens=a.max_new_tokens,
+        context_length=a.context_length, batch=a.batch, seed=a.seed, device=a.device, quiet=a.quiet or None,
+    )
+
+
 def _demo(a: argparse.Namespace) -> int:
     from swe_rl.recipes.demo import main as demo_main
 
@@ -134,6 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, default=Path("viewer.html"))
     p.add_argument("--title", default=None)
     p.set_defaults(func=_view)
+
+    p = sub.add_parser("rollout", help="run and grade G episodes per task with a model; write trajectories (JSONL)")
+    p.add_argument("--tasks", required=True, help="tasks file or 'bundled'")
+    p.add_argument("--model", required=True, help="smollm2-135m, tiny, a Hugging Face model directory, or scripted:gold")
+    p.add_argument("--samples", type=int, default=1, help="episodes per task (G)")
+    p.add_argument("--out", type=Path, required=True, help="trajectory file (JSONL, one episode per line)")
+    p.add_argument("--resume", action="store_true", help="continue OUT, skipping the episodes already in it")
+    p.add_argument("--instance", action="append", default=[], help="only this instance id (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N tasks")
+    p.add_argument("--max-turns", type=int, default=30)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--context-length", type=int, default=8192)
+    p.add_argument("--batch", type=int, default=8, help="episodes generating together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
+    cache_arg(p)
+    skip_invalid_arg(p)
+    p.set_defaults(func=_rollout)
 
     p = sub.add_parser("demo", help="the embedded default: the whole pipeline on the bundled tasks")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))

@@ -121,22 +121,16 @@ def test_run_episode_with_a_scripted_policy(tiny, agent_sandbox, tokenizer):
 
 
 @pytest.mark.slow
-def test_gold_actions_resolve_a_bundled_task_end_to_end(tokenizer):
+def test_gold_actions_resolve_a_bundled_task_end_to_end(tokenizer, bundled_tasks):
     """ScriptedPolicy + gold-patch turns in the task's real sandbox, graded by the real grader."""
     from swe_rl.agent.loop import run_episode
-    from swe_rl.paths import BUNDLED_TASKS
     from swe_rl.rewards.grading import grade
-    from swe_rl.sandbox.environments import EnvironmentNotPrepared, task_sandbox
-    from swe_rl.tasks.loaders import load_tasks
+    from swe_rl.sandbox.environments import task_sandbox
     from tests.agent.conftest import scripted_policy
 
-    task = load_tasks(BUNDLED_TASKS)[0]
+    task = bundled_tasks[0]
     policy = scripted_policy(tokenizer, gold_patch_actions(task))
-    try:
-        sandbox = task_sandbox(task)
-    except EnvironmentNotPrepared as e:
-        pytest.skip(f"{e}")
-    with sandbox:
+    with task_sandbox(task) as sandbox:
         traj = run_episode(task, sandbox, policy, CFG)
     assert traj.exit_reason == "submitted" and traj.patch == task.patch
     result = grade(task, traj.patch)

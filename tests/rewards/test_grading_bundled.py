@@ -11,17 +11,8 @@ pytestmark = pytest.mark.slow  # the first run prepares the environments (pip), 
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    """The bundled tasks, their environments prepared once (cached in the usual cache directory)."""
-    from swe_rl.paths import cache_dir
-    from swe_rl.sandbox.environments import prepare_environment, prepare_workspace
-    from swe_rl.tasks.loaders import load_tasks
-
-    tasks = load_tasks("bundled")
-    for task in tasks:
-        prepare_environment(task, cache_dir())
-        prepare_workspace(task, cache_dir())
-    return tasks
+def bundled(bundled_tasks):
+    return bundled_tasks
 
 
 def test_gold_patches_resolve_and_empty_patches_do_not(bundled):

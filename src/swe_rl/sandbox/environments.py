@@ -262,6 +262,16 @@ def environment_for(task: Task, cache: Path) -> Environment:
     return Environment(key, path)
 
 
+def require_prepared(tasks: list[Task], cache: Path | None = None) -> None:
+    """Fail fast, naming every task whose environment or workspace is missing (a user error, not a flake)."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    missing = [t.instance_id for t in tasks
+               if not (cache / "envs" / env_key(t) / "done").exists() or not (cache / "workspaces" / workspace_key(t)).exists()]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise EnvironmentNotPrepared(f"{len(missing)} task(s) not prepared in {cache}: {shown}; run `swe-rl tasks prepare FILE` first")
+
+
 def scratch_dir(cache: Path) -> Path:
     """Where episode workspaces are copied: `$SWE_RL_SCRATCH`, else /dev/shm when it has room, else the cache.
 
