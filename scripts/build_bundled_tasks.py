@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import datetime as dt
 import hashlib
 import json
 import os
@@ -26,12 +25,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+
+from swe_rl.tasks.sources import extract_sdist as extract  # shared with `swe-rl tasks synthesize`
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = Path(__file__).with_name("bundled_tasks_spec.yaml")
@@ -121,22 +121,6 @@ def fetch_sdist(name: str, spec: dict, cache: Path) -> Path:
     if digest != spec["sdist_sha256"]:
         raise RuntimeError(f"{name}: sdist {found[0].name} sha256 {digest} != pinned {spec['sdist_sha256']}")
     return found[0]
-
-
-def extract(sdist: Path, dest: Path) -> str:
-    """Unpack the sdist (without its top folder) into dest; return PKG-INFO's time as ISO UTC."""
-    with tarfile.open(sdist) as tar:
-        members = tar.getmembers()
-        top = members[0].name.split("/")[0]
-        stamp = next(m.mtime for m in members if m.name == f"{top}/PKG-INFO")
-        for m in members:
-            if m.isfile():
-                rel = m.name.split("/", 1)[1]
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(tar.extractfile(m).read())
-                target.chmod(0o755 if m.mode & 0o111 else 0o644)
-    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def find_def(tree: ast.Module, path: list[str], files: dict[Path, ast.Module], here: Path):

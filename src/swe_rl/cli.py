@@ -29,6 +29,27 @@ def _tasks_list(a: argparse.Namespace) -> int:
     return list_cli(a.file, skip_invalid=a.skip_invalid)
 
 
+def _tasks_synthesize(a: argparse.Namespace) -> int:
+    from swe_rl.tasks.synthesize import synthesize_cli
+
+    return synthesize_cli(a.source, a.n, a.out, seed=a.seed, jobs=a.jobs, max_p2p=a.max_p2p, cache=a.cache_dir,
+                          pip=a.pip, llm_url=a.llm_url, llm_model=a.llm_model)
+
+
+def _tasks_filter(a: argparse.Namespace) -> int:
+    from swe_rl.tasks.filter import filter_cli
+
+    return filter_cli(a.file, out=a.out, funnel_out=a.funnel, reruns=a.reruns, cache=a.cache_dir,
+                      skip_invalid=a.skip_invalid)
+
+
+def _tasks_split(a: argparse.Namespace) -> int:
+    from swe_rl.tasks.split import split_cli
+
+    return split_cli(a.file, by=a.by, heldout_fraction=a.heldout_fraction, out_train=a.out_train,
+                     out_heldout=a.out_heldout, seed=a.seed)
+
+
 def _sandbox_run(a: argparse.Namespace) -> int:
     from swe_rl.sandbox.local import run_cli
 
@@ -62,20 +83,44 @@ def _view(a: argparse.Namespace) -> int:
     return view_cli(a.files, a.out, title=a.title)
 
 
+def _run_options(a: argparse.Namespace):
+    from swe_rl.recipes.rollout import RunOptions
+
+    return RunOptions(
+        a.tasks, a.model, cache=a.cache_dir, skip_invalid=a.skip_invalid, instances=tuple(a.instance), limit=a.limit,
+        max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, context_length=a.context_length, batch=a.batch,
+        seed=a.seed, device=a.device, quiet=a.quiet or None, executor=a.executor, ray_address=a.ray_address,
+    )
+
+
 def _rollout(a: argparse.Namespace) -> int:
     from swe_rl.recipes.rollout import rollout_cli
 
-    return rollout_cli(
-        a.tasks, a.model, a.samples, a.out, resume=a.resume, cache=a.cache_dir, skip_invalid=a.skip_invalid,
-        instances=a.instance, limit=a.limit, max_turns=a.max_turns, max_new_tokens=a.max_new_tokens,
-        context_length=a.context_length, batch=a.batch, seed=a.seed, device=a.device, quiet=a.quiet or None,
-    )
+    return rollout_cli(_run_options(a), a.samples, a.out, resume=a.resume)
+
+
+def _eval(a: argparse.Namespace) -> int:
+    from swe_rl.recipes.evaluate import evaluate_cli
+
+    return evaluate_cli(_run_options(a), a.runs, a.out, resume=a.resume)
+
+
+def _rft(a: argparse.Namespace) -> int:
+    from swe_rl.recipes.rft import rft_cli
+
+    return rft_cli(a.config, a.set, step=a.step)
 
 
 def _demo(a: argparse.Namespace) -> int:
     from swe_rl.recipes.demo import main as demo_main
 
     return demo_main(out=a.out, cache=a.cache_dir)
+
+
+def _rl(a: argparse.Namespace) -> int:
+    from swe_rl.recipes.rl import rl_cli
+
+    return rl_cli(a.config, a.set, resume=a.resume, cache=a.cache_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     skip_invalid_arg(p)
     p.set_defaults(func=_tasks_list)
+
+    p = tasks.add_parser("synthesize", help="make verified tasks by injecting bugs into a repository with a pytest suite")
+    p.add_argument("--source", required=True, help="a local git repository, or pypi:NAME==VERSION (its sdist)")
+    p.add_argument("--n", type=int, required=True, help="how many tasks to produce")
+    p.add_argument("--out", type=Path, required=True, help="tasks JSONL (appended; the task repository goes beside it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="processes running test suites")
+    p.add_argument("--max-p2p", type=int, default=50, help="cap on PASS_TO_PASS tests per task")
+    p.add_argument("--pip", action="append", default=None, help="requirement installed in the environment (repeat; default pytest)")
+    p.add_argument("--llm-url", default=None, help="OpenAI-compatible endpoint that rewrites the problem statements")
+    p.add_argument("--llm-model", default="default")
+    cache_arg(p)
+    p.set_defaults(func=_tasks_synthesize)
+
+    p = tasks.add_parser("filter", help="the paper's curation funnel: patch limits, duplicates, environment errors, flaky tests")
+    p.add_argument("file")
+    p.add_argument("--out", type=Path, required=True, help="kept tasks (JSONL)")
+    p.add_argument("--funnel", type=Path, default=None, help="funnel JSON (default: OUT with .funnel.json)")
+    p.add_argument("--reruns", type=int, default=3, help="gold-patch runs per task to find flaky tests (the paper: 50)")
+    cache_arg(p)
+    skip_invalid_arg(p)
+    p.set_defaults(func=_tasks_filter)
+
+    p = tasks.add_parser("split", help="split a task set into train / held-out, by repository or by seed")
+    p.add_argument("file")
+    p.add_argument("--by", choices=("repo", "seed"), default="repo")
+    p.add_argument("--heldout-fraction", type=float, required=True)
+    p.add_argument("--out-train", type=Path, required=True)
+    p.add_argument("--out-heldout", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_tasks_split)
 
     sandbox = sub.add_parser("sandbox", help="run commands in a sandbox").add_subparsers(dest="sandbox_command", required=True)
     p = sandbox.add_parser("run", help="run one command in a fresh sandbox whose writable workspace is DIR")
@@ -145,24 +221,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None)
     p.set_defaults(func=_view)
 
+    def episode_args(p: argparse.ArgumentParser) -> None:  # shared by rollout and eval
+        p.add_argument("--tasks", required=True, help="tasks file or 'bundled'")
+        p.add_argument("--model", required=True, help="smollm2-135m, tiny, a Hugging Face model directory, or scripted:gold")
+        p.add_argument("--instance", action="append", default=[], help="only this instance id (repeatable)")
+        p.add_argument("--limit", type=int, default=None, help="only the first N tasks")
+        p.add_argument("--max-turns", type=int, default=30)
+        p.add_argument("--max-new-tokens", type=int, default=512)
+        p.add_argument("--context-length", type=int, default=8192)
+        p.add_argument("--batch", type=int, default=8, help="episodes generating together")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
+        p.add_argument("--executor", choices=["thread", "ray"], default="thread",
+                       help="run episodes, sandboxes and grading in threads here, or on a Ray cluster")
+        p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a running one, else a local instance)")
+        cache_arg(p)
+        skip_invalid_arg(p)
+
     p = sub.add_parser("rollout", help="run and grade G episodes per task with a model; write trajectories (JSONL)")
-    p.add_argument("--tasks", required=True, help="tasks file or 'bundled'")
-    p.add_argument("--model", required=True, help="smollm2-135m, tiny, a Hugging Face model directory, or scripted:gold")
+    episode_args(p)
     p.add_argument("--samples", type=int, default=1, help="episodes per task (G)")
     p.add_argument("--out", type=Path, required=True, help="trajectory file (JSONL, one episode per line)")
     p.add_argument("--resume", action="store_true", help="continue OUT, skipping the episodes already in it")
-    p.add_argument("--instance", action="append", default=[], help="only this instance id (repeatable)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N tasks")
-    p.add_argument("--max-turns", type=int, default=30)
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--context-length", type=int, default=8192)
-    p.add_argument("--batch", type=int, default=8, help="episodes generating together")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
-    cache_arg(p)
-    skip_invalid_arg(p)
     p.set_defaults(func=_rollout)
+
+    p = sub.add_parser("eval", help="K runs per task: pass@1 ± SEM, pass@k, SWE-bench preds, report, plots, viewer")
+    episode_args(p)
+    p.add_argument("--runs", type=int, default=1, help="runs (K): episodes per task")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue a killed evaluation in OUT")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("rft", help="rejection fine-tuning: collect, filter, build SFT examples, train (PAPER.md section 4)")
+    p.add_argument("step", nargs="?", choices=["demonstration", "collect", "build", "train"],
+                   help="run only up to this step (earlier steps run when their output is missing); default: all")
+    p.add_argument("--config", type=Path, default=None, help="YAML config (RFTConfig), e.g. configs/rft.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. sft.lr=1e-5 (repeatable)")
+    p.set_defaults(func=_rft)
+
+    p = sub.add_parser("rl", help="multi-turn DAPO with a staged curriculum (PAPER.md section 5)")
+    p.add_argument("--config", default=None, help="RLConfig YAML (configs/rl.yaml: CPU demo; configs/rl_paper.yaml: the paper)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the config's out")
+    cache_arg(p)
+    p.set_defaults(func=_rl)
 
     p = sub.add_parser("demo", help="the embedded default: the whole pipeline on the bundled tasks")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))

@@ -58,7 +58,8 @@ def test_quiet_exit_says_when_a_run_stopped_early() -> None:
     assert "1/3 episodes" in out.getvalue()
 
 
-def test_bar_mode_shows_the_bar_and_stats() -> None:
+def test_bar_mode_shows_the_bar_and_stats(monkeypatch) -> None:
+    monkeypatch.delenv("CI", raising=False)  # CI=true forces quiet mode (tested above)
     out, clock = io.StringIO(), Clock()
     out.isatty = lambda: True  # a terminal, so the bar is drawn
     with RolloutProgress(2, stream=out, clock=clock, description="eval") as p:

@@ -96,12 +96,14 @@ def test_a_sandbox_that_dies_is_retried_then_its_group_dropped(bundled_tasks, to
     assert [t.instance_id for t in result.usable()] == [healthy.instance_id]
 
 
+def unprepared_copy(task, instance_id: str):
+    """The task with a dependency set no environment was prepared for: its sandbox cannot start."""
+    return dataclasses.replace(task, instance_id=instance_id,
+                               install_config=dataclasses.replace(task.install_config, pip_packages=("pytest==7.0.0",)))
+
+
 def test_an_unprepared_task_is_dropped_not_scored(bundled_tasks, tokenizer, tmp_path):
-    ghost = dataclasses.replace(
-        bundled_tasks[1],
-        instance_id="ghost-1",
-        install_config=dataclasses.replace(bundled_tasks[1].install_config, pip_packages=("pytest==7.0.0",)),
-    )
+    ghost = unprepared_copy(bundled_tasks[1], "ghost-1")
     tasks = [ghost, bundled_tasks[1]]
     result = run(tasks, gold_policy(tokenizer, tasks), tmp_path / "t.jsonl", RolloutConfig(samples=2, max_attempts=2))
     assert result.dropped_tasks == {"ghost-1"}
@@ -158,3 +160,15 @@ def test_resume_after_a_kill_redoes_only_unwritten_episodes(bundled_tasks, tmp_p
     assert sorted((t.instance_id, t.sample_index) for t in records) == sorted((i, s) for i in ids for s in range(2))
     assert [r.to_dict() for r in records[: len(complete)]] == complete  # finished episodes were kept, not redone
     assert all(t.grade.resolved for t in records)
+
+
+def test_a_dropped_group_is_reported_when_it_is_dropped(bundled_tasks, tokenizer, tmp_path):
+    ghost = unprepared_copy(bundled_tasks[1], "ghost-2")
+    tasks = [ghost, bundled_tasks[1]]
+    events = []  # in the order they happen
+    result = run(tasks, gold_policy(tokenizer, tasks), tmp_path / "t.jsonl", RolloutConfig(samples=2, max_active=1, max_attempts=2),
+                 on_episode=lambda t: events.append(("episode", t.instance_id)),
+                 on_dropped=lambda groups, skipped: events.append(("dropped", groups, skipped)))
+    assert result.dropped_tasks == {"ghost-2"}
+    # Sample 0 failed twice and dropped the group at once; sample 1 never ran; then the healthy task's two episodes.
+    assert events == [("episode", "ghost-2"), ("dropped", 1, 1)] + [("episode", bundled_tasks[1].instance_id)] * 2

@@ -2,11 +2,15 @@
 
 tasks -> rollouts.engine.collect (agent.loop.Episode in sandbox.environments.task_sandbox,
 graded by rewards.grading.grade in a fresh sandbox) -> traj.jsonl -> evaluation summary.
+Episodes, sandboxes and grading run in the engine's threads, or with `executor="ray"` in Ray
+actors and tasks (rollouts/ray_executor.py); generation stays here either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +19,7 @@ from swe_rl.agent.loop import AgentConfig, Episode
 from swe_rl.types import Task
 
 SCRIPTED_GOLD = "scripted:gold"  # a ScriptedPolicy replaying each task's gold patch with the tools
+EXECUTORS = ("thread", "ray")  # where episodes, sandboxes and grading run: this machine, or a Ray cluster
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,12 @@ class RolloutRun:
     wall_s: float
 
 
-def make_policy(model: str, tasks: Sequence[Task], *, device: str = "auto", cache: Path | None = None):
-    """A policy by name: `scripted:gold`, a bundled model name (`smollm2-135m`, `tiny`) or a HF directory."""
+def make_policy(model: str, tasks: Sequence[Task], *, device: str = "auto", cache: Path | None = None, tokenizer=None):
+    """A policy by name: `scripted:gold`, a bundled model name (`smollm2-135m`, `tiny`) or a HF directory.
+
+    tokenizer: for `scripted:gold`, the tokenizer its trajectories are written in (default SmolLM2's),
+    e.g. the one of the model that will be trained on them (recipes/rft.py).
+    """
     if model == SCRIPTED_GOLD:
         from swe_rl.agent.demonstration import gold_patch_actions
         from swe_rl.policy.models import smollm2_tokenizer
@@ -44,7 +53,7 @@ def make_policy(model: str, tasks: Sequence[Task], *, device: str = "auto", cach
                     return actions[k] if k < len(actions) else actions[-1]
             raise ValueError("scripted:gold: the prompt holds no known task's problem statement")
 
-        return ScriptedPolicy(smollm2_tokenizer(), action)
+        return ScriptedPolicy(tokenizer if tokenizer is not None else smollm2_tokenizer(), action)
     from swe_rl.policy.hf import HFPolicy
     from swe_rl.policy.models import resolve_model
 
@@ -63,30 +72,30 @@ def run_rollouts(
     resume: bool = False,
     cache: Path | None = None,
     quiet: bool | None = None,
+    executor: str = "thread",
+    ray_address: str | None = None,
 ) -> RolloutRun:
     from swe_rl.evaluation.progress import RolloutProgress
     from swe_rl.evaluation.report import compute_metrics
-    from swe_rl.rewards.grading import grade
     from swe_rl.rollouts.engine import RolloutConfig, collect
-    from swe_rl.sandbox.environments import task_sandbox
-    from swe_rl.sandbox.protocol import Limits
 
-    limits = Limits(command_timeout_s=agent_cfg.command_timeout_s)
-    cfg = RolloutConfig(samples=samples, max_active=batch, seed=seed)
-    with RolloutProgress(len(tasks) * samples, quiet=quiet, description=f"rollouts of {policy.name}") as progress:
+    # With Ray, grading waits on remote tasks, so a grading thread per episode slot keeps the cluster busy.
+    cfg = RolloutConfig(samples=samples, max_active=batch, seed=seed, workers=batch if executor == "ray" else 2)
+    with _episode_hooks(executor, policy, agent_cfg, cache, ray_address, batch) as hooks, \
+            RolloutProgress(_episodes_to_run(tasks, samples, out, resume), quiet=quiet, description=f"rollouts of {policy.name}") as progress:
         result = collect(
             tasks,
             policy,
             agent_cfg.sampling(),
-            start_episode=lambda task, i, sandbox: Episode(task, sandbox, policy.tokenizer, agent_cfg, sample_index=i),
-            open_sandbox=lambda task: task_sandbox(task, cache, limits=limits),
-            grade=lambda task, patch: grade(task, patch, cache=cache),
+            start_episode=hooks.start_episode,
+            open_sandbox=hooks.open_sandbox,
+            grade=hooks.grade,
             out=out,
             cfg=cfg,
             resume=resume,
             on_episode=progress.update,
+            on_dropped=lambda groups, skipped: progress.dropped(groups, skipped_episodes=skipped),
         )
-        progress.dropped(len(result.dropped_tasks))
     metrics = compute_metrics(result.trajectories, dropped_tasks=result.dropped_tasks, model=policy.name)
     generation_s = sum(t.timings.get("generation_s", 0.0) for t in result.trajectories)
     metrics["generated_tokens_this_run"] = result.generated_tokens
@@ -95,43 +104,109 @@ def run_rollouts(
     return RolloutRun(out, metrics, frozenset(result.dropped_tasks), result.generated_tokens, result.wall_s)
 
 
-def rollout_cli(
-    tasks_file: str,
-    model: str,
-    samples: int,
-    out: Path,
-    *,
-    resume: bool = False,
-    cache: Path | None = None,
-    skip_invalid: bool = False,
-    instances: Sequence[str] = (),
-    limit: int | None = None,
-    max_turns: int = 30,
-    max_new_tokens: int = 512,
-    context_length: int = 8192,
-    batch: int = 8,
-    seed: int = 0,
-    device: str = "auto",
-    quiet: bool | None = None,
-) -> int:
-    from swe_rl.evaluation.report import print_summary, summarize
+def _episodes_to_run(tasks: Sequence[Task], samples: int, out: Path, resume: bool) -> int:
+    """The progress bar's total: a resumed run skips the episodes already written."""
+    from swe_rl.rollouts.store import iter_trajectories
+
+    wanted = {(t.instance_id, i) for t in tasks for i in range(samples)}
+    if resume and out.exists():
+        with warnings.catch_warnings():  # a torn last line: the engine warns about it when it repairs it
+            warnings.simplefilter("ignore")
+            wanted -= {(t.instance_id, t.sample_index) for t in iter_trajectories(out)}
+    return len(wanted)
+
+
+class LocalEpisodes:
+    """The engine's hooks on this machine: sandboxes and grading in the engine's threads."""
+
+    def __init__(self, tokenizer, agent_cfg: AgentConfig, cache: Path | None) -> None:
+        from swe_rl.sandbox.protocol import Limits
+
+        self.tokenizer, self.agent_cfg, self.cache = tokenizer, agent_cfg, cache
+        self.limits = Limits(command_timeout_s=agent_cfg.command_timeout_s)
+
+    def open_sandbox(self, task: Task):
+        from swe_rl.sandbox.environments import task_sandbox
+
+        return task_sandbox(task, self.cache, limits=self.limits)
+
+    def start_episode(self, task: Task, sample_index: int, sandbox) -> Episode:
+        return Episode(task, sandbox, self.tokenizer, self.agent_cfg, sample_index=sample_index)
+
+    def grade(self, task: Task, patch: str):
+        from swe_rl.rewards.grading import grade
+
+        return grade(task, patch, cache=self.cache)
+
+
+@contextlib.contextmanager
+def _episode_hooks(executor: str, policy, agent_cfg: AgentConfig, cache: Path | None, ray_address: str | None, batch: int):
+    if executor == "thread":
+        yield LocalEpisodes(policy.tokenizer, agent_cfg, cache)
+    elif executor == "ray":
+        from swe_rl.paths import cache_dir
+        from swe_rl.rollouts.ray_executor import ray_episodes
+        from swe_rl.sandbox.protocol import Limits
+
+        # Ray workers may not share this process's environment ($SWE_RL_CACHE): the cache goes explicitly.
+        limits = Limits(command_timeout_s=agent_cfg.command_timeout_s)
+        with ray_episodes(policy.tokenizer, agent_cfg, Path(cache) if cache else cache_dir(), limits,
+                          address=ray_address, max_active=batch) as hooks:
+            yield hooks
+    else:
+        raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `swe-rl rollout` and `swe-rl eval` share: which tasks, which model, its budget, where episodes run."""
+
+    tasks_file: str
+    model: str
+    cache: Path | None = None
+    skip_invalid: bool = False
+    instances: tuple[str, ...] = ()  # only these instance ids
+    limit: int | None = None  # only the first N tasks
+    max_turns: int = 30
+    max_new_tokens: int = 512
+    context_length: int = 8192
+    batch: int = 8  # episodes generating together
+    seed: int = 0
+    device: str = "auto"
+    quiet: bool | None = None  # None: quiet when stdout is not a terminal
+    executor: str = "thread"  # one of EXECUTORS
+    ray_address: str | None = None
+
+    def agent_config(self) -> AgentConfig:
+        return AgentConfig(max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, context_length=self.context_length)
+
+
+def select_tasks(command: str, opts: RunOptions) -> list[Task]:
+    """Load the tasks file, keep the chosen instances (or the first `limit`), and check they are prepared."""
     from swe_rl.sandbox.environments import EnvironmentNotPrepared, require_prepared
     from swe_rl.tasks.loaders import load_tasks
 
-    tasks = load_tasks(tasks_file, skip_invalid=skip_invalid)
-    if instances:
-        unknown = sorted(set(instances) - {t.instance_id for t in tasks})
+    tasks = load_tasks(opts.tasks_file, skip_invalid=opts.skip_invalid)
+    if opts.instances:
+        unknown = sorted(set(opts.instances) - {t.instance_id for t in tasks})
         if unknown:
-            raise SystemExit(f"swe-rl rollout: unknown instance id(s): {', '.join(unknown)}")
-        tasks = [t for t in tasks if t.instance_id in set(instances)]
-    tasks = tasks[:limit] if limit else tasks
+            raise SystemExit(f"swe-rl {command}: unknown instance id(s): {', '.join(unknown)}")
+        tasks = [t for t in tasks if t.instance_id in set(opts.instances)]
+    tasks = tasks[: opts.limit] if opts.limit else tasks
     try:
-        require_prepared(tasks, cache)
+        require_prepared(tasks, opts.cache)
     except EnvironmentNotPrepared as e:
-        raise SystemExit(f"swe-rl rollout: {e}") from None
-    agent_cfg = AgentConfig(max_turns=max_turns, max_new_tokens=max_new_tokens, context_length=context_length)
-    policy = make_policy(model, tasks, device=device, cache=cache)
-    run = run_rollouts(tasks, policy, agent_cfg, out, samples=samples, batch=batch, seed=seed, resume=resume, cache=cache, quiet=quiet)
+        raise SystemExit(f"swe-rl {command}: {e}") from None
+    return tasks
+
+
+def rollout_cli(opts: RunOptions, samples: int, out: Path, *, resume: bool = False) -> int:
+    from swe_rl.evaluation.report import print_summary, summarize
+
+    tasks = select_tasks("rollout", opts)
+    policy = make_policy(opts.model, tasks, device=opts.device, cache=opts.cache)
+    run = run_rollouts(tasks, policy, opts.agent_config(), out, samples=samples, batch=opts.batch, seed=opts.seed, resume=resume,
+                       cache=opts.cache, quiet=opts.quiet, executor=opts.executor, ray_address=opts.ray_address)
     summary = summarize(run.metrics)
     if run.metrics.get("episode_generation_s"):
         summary["tokens/s (generation)"] = f"{run.metrics['completion_tokens']['total'] / run.metrics['episode_generation_s']:.1f}"

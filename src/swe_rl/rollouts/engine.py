@@ -17,10 +17,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from swe_rl.rollouts.store import append_trajectory, iter_trajectories, repair_torn_tail
-from swe_rl.sandbox.protocol import Sandbox
 from swe_rl.types import Completion, Grade, SamplingParams, Task, Trajectory
 
 
@@ -36,9 +35,16 @@ class EpisodeLike(Protocol):
     def trajectory(self, policy=None, seed: int | None = None) -> Trajectory: ...
 
 
-StartEpisode = Callable[[Task, int, Sandbox], EpisodeLike]
-OpenSandbox = Callable[[Task], Sandbox]
+class Closable(Protocol):
+    """What the engine needs of a sandbox: a `Sandbox`, or a handle on one elsewhere (rollouts/ray_executor.py)."""
+
+    def close(self) -> None: ...
+
+
+StartEpisode = Callable[[Task, int, Any], EpisodeLike]  # (task, sample_index, what open_sandbox returned)
+OpenSandbox = Callable[[Task], Closable]
 GradeFn = Callable[[Task, str], Grade]
+OnDropped = Callable[[int, int], None]  # (groups newly dropped, episodes that will now never run)
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class _Job:
 @dataclass
 class _Active:
     job: _Job
-    sandbox: Sandbox
+    sandbox: Closable
     episode: EpisodeLike
 
 
@@ -99,8 +105,13 @@ def collect(
     *,
     resume: bool = False,
     on_episode: Callable[[Trajectory], None] | None = None,
+    on_dropped: OnDropped | None = None,
 ) -> RolloutResult:
-    """Run `cfg.samples` episodes of every task, writing each finished one to `out` (JSONL)."""
+    """Run `cfg.samples` episodes of every task, writing each finished one to `out` (JSONL).
+
+    `on_episode` sees every written trajectory; `on_dropped(groups, skipped_episodes)` is told of
+    each dropped group as soon as it is dropped, with the episodes of it that will now never run.
+    """
     result = RolloutResult()
     started = time.perf_counter()
     done: set[tuple[str, int]] = set()
@@ -113,23 +124,39 @@ def collect(
             done.add((t.instance_id, t.sample_index))
             if is_infra_failure(t):
                 result.dropped_tasks.add(t.instance_id)
-    pending = deque(
-        _Job(task, i) for task in tasks for i in range(cfg.samples) if (task.instance_id, i) not in done and task.instance_id not in result.dropped_tasks
-    )
+    todo = [_Job(task, i) for task in tasks for i in range(cfg.samples) if (task.instance_id, i) not in done]
+    pending = deque(job for job in todo if job.task.instance_id not in result.dropped_tasks)
+    if on_dropped is not None and result.dropped_tasks:
+        on_dropped(len(result.dropped_tasks), len(todo) - len(pending))
 
     lock = threading.Lock()  # grading threads finish episodes too
+    newly_dropped: list[str] = []  # filled under `lock`; the main thread purges their pending jobs
 
     def finish(t: Trajectory, dropped: bool = False) -> None:
         with lock:
-            if dropped:
+            if dropped and t.instance_id not in result.dropped_tasks:
                 result.dropped_tasks.add(t.instance_id)
+                newly_dropped.append(t.instance_id)
             result.trajectories.append(t)
             append_trajectory(out, t)
             if on_episode is not None:
                 on_episode(t)
 
+    def report_dropped() -> None:  # main thread only: it owns `pending`
+        with lock:
+            ids = set(newly_dropped)
+            newly_dropped.clear()
+        if not ids:
+            return
+        kept = [job for job in pending if job.task.instance_id not in ids]
+        skipped = len(pending) - len(kept)
+        pending.clear()
+        pending.extend(kept)
+        if on_dropped is not None:
+            on_dropped(len(ids), skipped)
+
     def retry_or_drop(job: _Job, t: Trajectory) -> None:  # main thread only: it owns `pending`
-        if job.attempt < cfg.max_attempts:
+        if job.attempt < cfg.max_attempts and job.task.instance_id not in result.dropped_tasks:
             pending.appendleft(replace(job, attempt=job.attempt + 1))
         else:
             finish(t, dropped=True)
@@ -156,11 +183,14 @@ def collect(
     with ThreadPoolExecutor(cfg.max_active) as pool, ThreadPoolExecutor(cfg.workers) as graders:
         try:
             while pending or active:
+                report_dropped()
                 # Fill free slots; sandboxes start concurrently.
                 starting = []
                 while pending and len(active) + len(starting) < cfg.max_active:
                     job = pending.popleft()
-                    if job.task.instance_id in result.dropped_tasks:
+                    if job.task.instance_id in result.dropped_tasks:  # dropped by a grader since report_dropped
+                        if on_dropped is not None:
+                            on_dropped(0, 1)
                         continue
                     starting.append((job, pool.submit(open_sandbox, job.task)))
                 ended_early: list[_Active] = []
@@ -197,6 +227,7 @@ def collect(
                     fut.result()
             for fut in grading:
                 fut.result()
+            report_dropped()
         finally:  # a crash (a bug, Ctrl-C) must not leave sandboxes running
             for a in active:
                 a.sandbox.close()

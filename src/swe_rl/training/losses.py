@@ -26,7 +26,7 @@ def register_loss(name: str) -> Callable[[LossFn], LossFn]:
 def _clipped_token_losses(
     logprobs: torch.Tensor,  # [B, T] log pi_theta(token)
     old_logprobs: torch.Tensor,  # [B, T] log pi_old(token), from the sampler
-    advantages: torch.Tensor,  # [B] one advantage per trajectory
+    advantages: torch.Tensor,  # [B] one per trajectory, or [B, T] per token (packed rows hold several)
     mask: torch.Tensor,  # [B, T] 1 on sampled assistant tokens
     eps_low: float,
     eps_high: float,
@@ -34,7 +34,8 @@ def _clipped_token_losses(
     mask = mask.to(logprobs.dtype)
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
-    adv = advantages.to(logprobs.dtype)[:, None]  # [B, 1]
+    adv = advantages.to(logprobs.dtype)
+    adv = adv[:, None] if adv.ndim == 1 else adv  # [B, 1] or [B, T]
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
     per_token = -torch.minimum(unclipped, clipped)  # [B, T]

@@ -1,0 +1,310 @@
+"""`swe-rl rl`: multi-turn DAPO with a staged curriculum (PAPER.md section 5), read top to bottom.
+
+Per iteration: pick problems from the pool -> G rollouts each (recipes.rollout.run_rollouts) ->
+reward (rewards.reward, "paper") -> group advantages (training.advantages) -> drop zero-advantage
+samples, keep turn-limit ones -> one pass in K optimizer steps (training.rl_step) -> new weights
+to the policy (version + 1) -> atomic checkpoint (training.checkpoint) + metrics. Between stages
+the pool is re-filtered from the recorded solve rates. `--resume` continues the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from swe_rl.agent.loop import AgentConfig
+from swe_rl.types import Trajectory
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of PAPER.md's curriculum table."""
+
+    iterations: int = 1
+    max_turns: int = 40  # T_max: the turn limit, and where the length penalty reaches -1
+    context_length: int = 65536  # prompt + generation budget of an episode; also the packed row length
+    problems_per_iteration: int = 300
+    batch_size: int = 128  # trajectories per optimizer step
+    clip: tuple[float, float] = (0.2, 0.3)  # (eps_low, eps_high)
+    yarn_factor: float = 1.0  # YaRN rope scaling (stage 2: 4.0); 1.0 = the model's own positions
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0 or self.max_turns < 1 or self.problems_per_iteration < 1 or self.batch_size < 1:
+            raise ValueError(f"stage: iterations >= 0, max_turns, problems_per_iteration, batch_size >= 1: {self}")
+        if len(self.clip) != 2 or not (0 <= self.clip[0] < 1 and self.clip[1] >= 0):
+            raise ValueError(f"stage: clip must be (eps_low in [0, 1), eps_high >= 0), got {self.clip}")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Every knob of the RL recipe; defaults are the paper's where it made a choice."""
+
+    model: str = "tiny"  # bundled name (tiny, smollm2-135m) or a Hugging Face directory (the RFT checkpoint)
+    tasks: str = "bundled"  # tasks file or 'bundled': the initial pool
+    instances: tuple[str, ...] = ()  # restrict the pool to these ids (empty = all)
+    out: Path = Path("runs/rl")
+    samples: int = 10  # G: rollouts per problem
+    seed: int = 0
+    device: str = "auto"
+    stages: tuple[Stage, ...] = (Stage(),)
+    # reward and advantage (PAPER.md section 5, steps 2-4)
+    reward: str = "paper"
+    penalty_start: int = 10  # the length penalty starts at this many steps
+    advantage: str = "group_norm"
+    # optimizer (step 7): AdamW, constant lr
+    loss: str = "dapo"
+    lr: float = 1e-6
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    micro_batch_rows: int = 1  # packed rows per forward/backward
+    tis_cap: float = 0.0  # truncated importance sampling cap C; 0 = off (trainer and sampler share weights here)
+    # sampling (step 1): must stay neutral, checked at start-up
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 512  # per assistant turn
+    command_timeout_s: float = 60.0
+    rollout_batch: int = 8  # episodes generating together
+    # curriculum re-filter between stages
+    drop_solved_at: float = 2 / 3  # drop tasks solved at least this often ...
+    drop_never_solved: bool = True  # ... and tasks never solved
+    # bookkeeping
+    keep_last: int = 2  # checkpoints kept
+    stop_after: int = 0  # stop after this many iterations in this invocation (0 = run to the end)
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.samples < 2:
+            raise ValueError(f"samples (G) must be >= 2 for group advantages, got {self.samples}")
+        if not self.stages:
+            raise ValueError("stages: at least one stage is needed")
+
+    def agent(self, stage: Stage) -> AgentConfig:
+        return AgentConfig(
+            max_turns=stage.max_turns, context_length=stage.context_length, max_new_tokens=self.max_new_tokens,
+            command_timeout_s=self.command_timeout_s, temperature=self.temperature, top_p=self.top_p,
+            top_k=self.top_k, min_p=self.min_p, repetition_penalty=self.repetition_penalty,
+        )
+
+
+# ---------------------------------------------------------------- pure pieces of the algorithm box
+
+
+def pick_problems(pool: Sequence[str], n: int, seed: int, iteration: int) -> list[str]:
+    """n problems of the pool for this iteration: a function of (seed, iteration) so a resume picks the same."""
+    rng = random.Random(f"{seed}:{iteration}")
+    return sorted(rng.sample(list(pool), min(n, len(pool))))
+
+
+def score(trajs: Sequence[Trajectory], cfg: RLConfig, stage: Stage) -> None:
+    """Set each trajectory's reward and reward parts (in place)."""
+    from swe_rl.rewards.reward import compute_reward
+
+    for t in trajs:
+        kwargs: dict[str, Any] = {"resolved": t.grade is not None and t.grade.resolved, "num_steps": t.num_turns, "max_steps": stage.max_turns}
+        if cfg.reward == "paper":
+            kwargs["penalty_start"] = cfg.penalty_start
+        t.reward, t.reward_parts = compute_reward(cfg.reward, **kwargs)
+
+
+def group_advantages(trajs: Sequence[Trajectory], name: str) -> list[float]:
+    """Advantages normalised within each problem's group of G samples, in `trajs` order."""
+    from swe_rl.training.advantages import compute_advantages
+
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(trajs):
+        groups[t.instance_id].append(i)
+    adv = [0.0] * len(trajs)
+    for idx in groups.values():
+        for i, a in zip(idx, compute_advantages(name, [trajs[i].reward for i in idx])):
+            adv[i] = a
+    return adv
+
+
+def select_for_training(trajs: Sequence[Trajectory], advantages: Sequence[float]) -> list[tuple[Trajectory, float]]:
+    """Drop zero-advantage samples; turn-limit trajectories stay (masking them taught the model to loop)."""
+    from swe_rl.training.advantages import nonzero
+
+    return [(t, a) for t, a, keep in zip(trajs, advantages, nonzero(advantages)) if keep]
+
+
+def refilter_pool(pool: Sequence[str], solves: dict[str, list[int]], *, solved_at: float, drop_never: bool) -> list[str]:
+    """Between stages: drop tasks solved >= `solved_at` of the time and (optionally) tasks never solved.
+
+    solves[iid] = [resolved, attempts]; a task with no recorded attempt stays (nothing is known of it).
+    """
+    kept = []
+    for iid in pool:
+        resolved, attempts = solves.get(iid, [0, 0])
+        if attempts and (resolved / attempts >= solved_at or (drop_never and resolved == 0)):
+            continue
+        kept.append(iid)
+    return kept
+
+
+def rollout_metrics(trajs: Sequence[Trajectory], kept: int, dropped_groups: int) -> dict[str, Any]:
+    n = max(len(trajs), 1)
+    m: dict[str, Any] = {
+        "trajectories": len(trajs),
+        "reward_mean": sum(t.reward for t in trajs) / n,
+        "resolve_rate": sum(bool(t.grade and t.grade.resolved) for t in trajs) / n,
+        "zero_adv_frac": 1 - kept / n if trajs else 0.0,
+        "trained_trajectories": kept,
+        "dropped_groups": dropped_groups,
+        "turns_mean": sum(t.num_turns for t in trajs) / n,
+        "tokens_mean": sum(len(t.token_ids) for t in trajs) / n,
+        "action_tokens_mean": sum(sum(t.loss_mask) for t in trajs) / n,
+    }
+    for part in sorted({p for t in trajs for p in t.reward_parts}):
+        m[f"reward_{part}_mean"] = sum(t.reward_parts.get(part, 0.0) for t in trajs) / n
+    for reason, count in Counter(t.exit_reason for t in trajs).items():
+        m[f"exit_{reason}"] = count / n
+    return m
+
+
+def sync_policy(policy: Any, model: torch.nn.Module) -> None:
+    """Give the sampler the trainer's new weights; its version goes up either way."""
+    policy.update_weights(None if policy.model is model else model.state_dict())
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def enter_stage(state: dict[str, Any], cfg: RLConfig) -> tuple[int, Stage]:
+    """(index, stage) of iteration `state["iteration"]`; on entering a new stage, re-filter `state["pool"]`."""
+    left = state["iteration"]
+    for s, stage in enumerate(cfg.stages):
+        if left < stage.iterations:
+            break
+        left -= stage.iterations
+    else:
+        raise IndexError(f"iteration {state['iteration']} is past the last stage")
+    if s != state["stage"]:  # keep the tasks still worth learning from
+        state["pool"] = refilter_pool(state["pool"], state["solves"], solved_at=cfg.drop_solved_at, drop_never=cfg.drop_never_solved)
+        state["stage"] = s
+        if not state["pool"]:
+            raise RuntimeError(f"stage {s + 1}: the re-filtered pool is empty (every task solved >= {cfg.drop_solved_at:.2f} of the time, or never)")
+    return s, stage
+
+
+def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, quiet: bool | None = True) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from swe_rl.config import to_dict
+    from swe_rl.policy.hf import HFPolicy
+    from swe_rl.policy.models import resolve_model
+    from swe_rl.recipes.rollout import run_rollouts
+    from swe_rl.rollouts.store import iter_trajectories
+    from swe_rl.sandbox.environments import require_prepared
+    from swe_rl.tasks.loaders import load_tasks
+    from swe_rl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from swe_rl.training.metrics_log import MetricsLogger, read_metrics
+    from swe_rl.training.rl_step import RLExample, UpdateConfig, make_rl_optimizer, rl_update
+    from swe_rl.training.rope import apply_yarn
+
+    for stage in cfg.stages:  # the sampling guard: an error before anything is loaded
+        cfg.agent(stage).sampling().assert_unbiased()
+    if cfg.loss != "dapo":
+        raise ValueError(f"loss {cfg.loss!r}: the packed trainer needs a token-level loss (dapo)")
+    out = Path(cfg.out)
+    if not resume and latest_checkpoint(out) is not None:
+        raise FileExistsError(f"{out} holds checkpoints: pass --resume to continue it, or choose another out")
+    tasks = {t.instance_id: t for t in load_tasks(cfg.tasks)}
+    if cfg.instances:
+        unknown = sorted(set(cfg.instances) - set(tasks))
+        if unknown:
+            raise ValueError(f"instances: unknown id(s) in {cfg.tasks}: {', '.join(unknown)}")
+        tasks = {i: tasks[i] for i in cfg.instances}
+    require_prepared(list(tasks.values()), cache)
+
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    path = resolve_model(cfg.model, cache)
+    torch.manual_seed(cfg.seed)
+    # float32 master weights; on CUDA the forward runs under bf16 autocast (rl_step).
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    optimizer = make_rl_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.adam_eps)
+    # One set of weights serves both: on one device the sampler is the trainer (the log-prob gap stays ~0).
+    policy = HFPolicy(model, tokenizer=tokenizer, name=cfg.model)
+
+    state: dict[str, Any] = {"iteration": 0, "pool": sorted(tasks), "solves": {}, "policy_version": 0, "stage": 0}
+    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        state = load_checkpoint(ckpt, model, optimizer).extra
+        policy.version = state["policy_version"]
+        # Metric rows of an iteration that crashed before its checkpoint are written again below.
+        for name in ("metrics.jsonl", "train_steps.jsonl"):
+            if (out / name).exists():
+                rows = [r for r in read_metrics(out / name) if r["iteration"] <= state["iteration"]]
+                (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    total = sum(s.iterations for s in cfg.stages)
+    done_now = 0
+    with MetricsLogger(out, tensorboard=cfg.tensorboard) as log, MetricsLogger(out, tensorboard=False, filename="train_steps.jsonl") as step_log:
+        while state["iteration"] < total and not (cfg.stop_after and done_now >= cfg.stop_after):
+            it = state["iteration"]
+            s, stage = enter_stage(state, cfg)
+            apply_yarn(model, stage.yarn_factor)
+            timings: dict[str, float] = {}
+
+            # 1. pick problems, G rollouts each (a crash mid-rollout resumes the same file)
+            t0 = time.perf_counter()
+            problems = [tasks[i] for i in pick_problems(state["pool"], stage.problems_per_iteration, cfg.seed, it)]
+            traj_file = out / f"iter_{it:05d}" / "traj.jsonl"
+            run = run_rollouts(problems, policy, cfg.agent(stage), traj_file, samples=cfg.samples, batch=cfg.rollout_batch,
+                               seed=cfg.seed * 100_003 + it, resume=True, cache=cache, quiet=quiet)
+            # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
+            trajs = [t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks]
+            timings["rollout_s"] = time.perf_counter() - t0
+
+            # 2-4. reward, group advantages, drop zero-advantage samples
+            score(trajs, cfg, stage)
+            for t in trajs:
+                rec = state["solves"].setdefault(t.instance_id, [0, 0])
+                rec[0] += int(t.reward_parts.get("resolved", 0.0) > 0)
+                rec[1] += 1
+            chosen = select_for_training(trajs, group_advantages(trajs, cfg.advantage))
+
+            # 5-7. one pass over the batch in K optimizer steps
+            t0 = time.perf_counter()
+            examples = [RLExample.from_trajectory(t, a) for t, a in chosen]
+            random.Random(f"{cfg.seed}:order:{it}").shuffle(examples)
+            ucfg = UpdateConfig(batch_size=stage.batch_size, max_seq_len=stage.context_length, eps_low=stage.clip[0], eps_high=stage.clip[1],
+                                loss=cfg.loss, micro_batch_rows=cfg.micro_batch_rows, grad_clip=cfg.grad_clip, tis_cap=cfg.tis_cap)
+            steps, batch_metrics = rl_update(model, optimizer, examples, ucfg, pad_id=tokenizer.pad_token_id or 0)
+            timings["train_s"] = time.perf_counter() - t0
+            sync_policy(policy, model)
+
+            # metrics, then the checkpoint that makes the iteration count as done
+            row = {"iteration": it + 1, "stage": s + 1, "policy_version": policy.version, "pool_size": len(state["pool"]), "problems": len(problems),
+                   **rollout_metrics(trajs, len(chosen), len(run.dropped_tasks)), **batch_metrics, "optimizer_steps": len(steps)}
+            for k in ("loss", "clip_frac_low", "clip_frac_high", "approx_kl", "grad_norm"):
+                if steps:
+                    row[k] = sum(m[k] for m in steps) / len(steps)
+            for k, m in enumerate(steps):
+                step_log.log(it + 1, {"iteration": it + 1, "k": k, **m})
+            log.log(it + 1, {**row, **timings})
+            state.update(iteration=it + 1, policy_version=policy.version)
+            save_checkpoint(out, model, tokenizer, optimizer, None, it + 1, extra=state, keep_last=cfg.keep_last)
+            done_now += 1
+    return {"iterations": state["iteration"], "run_now": done_now, "policy_version": policy.version, "pool": state["pool"], "out": str(out)}
+
+
+def rl_cli(config: str | None, overrides: Sequence[str] = (), *, resume: bool = False, cache: Path | None = None) -> int:
+    from swe_rl.config import load_config
+
+    cfg = load_config(RLConfig, config, overrides)
+    summary = run_rl(cfg, resume=resume, cache=cache, quiet=None)
+    print(json.dumps(summary, indent=1))
+    return 0

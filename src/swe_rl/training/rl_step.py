@@ -1,0 +1,189 @@
+"""One RL update (PAPER.md section 5, steps 5-7): a single pass over the kept trajectories in K optimizer steps.
+
+Trajectories (with their group advantages) become packed rows; the DAPO loss compares the
+trainer's log-probs with the sampler's (the "old" policy), token-level mean over each optimizer
+step's action tokens, so micro-batching changes nothing. Before any update the trainer
+recomputes the old log-probs itself and reports the trainer-vs-sampler gap; an optional
+truncated importance-sampling (TIS) weight corrects for that gap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from swe_rl.training.logprobs import packed_token_logprobs
+from swe_rl.training.losses import get_loss
+from swe_rl.training.packing import PackedBatch, collate, first_fit_decreasing
+from swe_rl.types import Trajectory
+
+
+@dataclass(frozen=True)
+class RLExample:
+    """One trajectory as the trainer sees it (a `Packable`)."""
+
+    input_ids: list[int]
+    loss_mask: list[int]
+    sampler_logprobs: list[float]  # aligned with input_ids; the "old" policy of the ratio
+    advantage: float
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @classmethod
+    def from_trajectory(cls, t: Trajectory, advantage: float) -> RLExample:
+        if not (len(t.token_ids) == len(t.loss_mask) == len(t.sampler_logprobs)):
+            raise ValueError(f"trajectory {t.instance_id}#{t.sample_index}: token_ids, loss_mask and sampler_logprobs differ in length")
+        return cls(list(t.token_ids), list(t.loss_mask), list(t.sampler_logprobs), float(advantage))
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    batch_size: int  # trajectories per optimizer step (paper: 128, then 256)
+    max_seq_len: int  # packed row length (the stage's context length)
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    loss: str = "dapo"  # a token-level loss of training/losses.py taking `total_tokens`
+    micro_batch_rows: int = 1  # packed rows per forward/backward
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    tis_cap: float = 0.0  # TIS: weight tokens by min(exp(trainer_old - sampler), cap); 0 = off
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.micro_batch_rows < 1 or self.max_seq_len < 2 or self.tis_cap < 0:
+            raise ValueError(f"UpdateConfig: batch_size, micro_batch_rows >= 1, max_seq_len >= 2, tis_cap >= 0: {self}")
+
+
+def _autocast(device: torch.device):
+    # bf16 compute with float32 master weights: lr 1e-6 updates are below bf16's resolution.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def _layout(batch: PackedBatch, per_example: Sequence[Sequence[float] | torch.Tensor], fill: float = 0.0) -> torch.Tensor:
+    """[R, L] float32 tensor with `per_example[k]` written at example k's span."""
+    out = torch.full(batch.input_ids.shape, fill, dtype=torch.float32)
+    for k, (r, s, n) in enumerate(batch.spans):
+        out[r, s : s + n] = torch.as_tensor(per_example[k], dtype=torch.float32)
+    return out
+
+
+@torch.no_grad()
+def trainer_logprobs(model: torch.nn.Module, examples: Sequence[RLExample], max_seq_len: int, *, micro_batch_rows: int = 1, pad_id: int = 0) -> list[torch.Tensor]:
+    """Each example's per-token log-probs under the model's current weights ([n] float32, CPU)."""
+    device = next(model.parameters()).device
+    rows = first_fit_decreasing([len(e) for e in examples], max_seq_len)
+    out: list[torch.Tensor | None] = [None] * len(examples)
+    for i in range(0, len(rows), micro_batch_rows):
+        chunk = rows[i : i + micro_batch_rows]
+        batch = collate(examples, chunk, pad_id=pad_id).to(device)
+        with _autocast(device):
+            lp = packed_token_logprobs(model, batch).float().cpu()
+        for k, values in zip((j for row in chunk for j in row), batch.unpack(lp)):
+            out[k] = values
+    return out  # type: ignore[return-value]
+
+
+def logprob_gap(examples: Sequence[RLExample], trainer_lps: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Mean and max |trainer - sampler| log-prob over action tokens (0 when both run the same weights)."""
+    diffs = [(lp - torch.tensor(e.sampler_logprobs))[torch.tensor(e.loss_mask, dtype=torch.bool)].abs() for e, lp in zip(examples, trainer_lps)]
+    flat = torch.cat(diffs) if diffs else torch.zeros(0)
+    if flat.numel() == 0:
+        return {"logprob_gap_mean": 0.0, "logprob_gap_max": 0.0}
+    return {"logprob_gap_mean": float(flat.mean()), "logprob_gap_max": float(flat.max())}
+
+
+def tis_weights(examples: Sequence[RLExample], trainer_lps: Sequence[torch.Tensor], cap: float) -> list[torch.Tensor]:
+    """Per-token min(pi_trainer_old / pi_sampler, cap): the truncated importance-sampling correction."""
+    return [torch.exp(lp - torch.tensor(e.sampler_logprobs)).clamp(max=cap) for e, lp in zip(examples, trainer_lps)]
+
+
+def accumulate_step(
+    model: torch.nn.Module,
+    examples: Sequence[RLExample],
+    cfg: UpdateConfig,
+    *,
+    weights: Sequence[torch.Tensor] | None = None,
+    pad_id: int = 0,
+) -> dict[str, float]:
+    """Forward + backward of one optimizer step's examples (gradients accumulate into .grad)."""
+    device = next(model.parameters()).device
+    loss_fn = get_loss(cfg.loss)
+    total = sum(sum(e.loss_mask) for e in examples)
+    rows = first_fit_decreasing([len(e) for e in examples], cfg.max_seq_len)
+    sums = {"loss": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0, "approx_kl": 0.0}
+    for i in range(0, len(rows), cfg.micro_batch_rows):
+        chunk = rows[i : i + cfg.micro_batch_rows]
+        order = [j for row in chunk for j in row]  # collate numbers spans in this order
+        batch = collate(examples, chunk, pad_id=pad_id)
+        old = _layout(batch, [examples[j].sampler_logprobs for j in order])
+        adv_tokens = [torch.full((len(examples[j]),), examples[j].advantage) for j in order]
+        if weights is not None:
+            # A positive per-token weight w scales -min(r A, clip(r) A) exactly as A -> w A does,
+            # so TIS rides on the per-token advantages and every loss in the registry gets it.
+            adv_tokens = [a * weights[j] for a, j in zip(adv_tokens, order)]
+        adv = _layout(batch, adv_tokens)
+        batch = batch.to(device)
+        with _autocast(device):
+            lp = packed_token_logprobs(model, batch)
+        loss, stats = loss_fn(lp.float(), old.to(device), adv.to(device), batch.loss_mask, eps_low=cfg.eps_low, eps_high=cfg.eps_high, total_tokens=total)
+        loss.backward()
+        sums["loss"] += float(loss.detach())
+        n = float(stats["num_tokens"])
+        for k in ("clip_frac_low", "clip_frac_high", "approx_kl"):
+            sums[k] += float(stats[k]) * n  # per micro-batch means -> token-weighted over the step
+    for k in ("clip_frac_low", "clip_frac_high", "approx_kl"):
+        sums[k] /= max(total, 1)
+    return {**sums, "action_tokens": total, "trajectories": len(examples), "rows": len(rows)}
+
+
+def rl_update(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    examples: Sequence[RLExample],
+    cfg: UpdateConfig,
+    *,
+    pad_id: int = 0,
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """One pass over `examples` in ceil(n / batch_size) optimizer steps, in the given order.
+
+    Returns (one metrics dict per optimizer step, batch-level metrics: log-prob gap, TIS weights,
+    a Monte-Carlo entropy estimate). The caller shuffles `examples` if it wants a random order.
+    """
+    if not examples:
+        return [], {}
+    model.train()
+    old = trainer_logprobs(model, examples, cfg.max_seq_len, micro_batch_rows=cfg.micro_batch_rows, pad_id=pad_id)
+    batch_metrics: dict[str, Any] = logprob_gap(examples, old)
+    action = torch.cat([torch.tensor(e.sampler_logprobs)[torch.tensor(e.loss_mask, dtype=torch.bool)] for e in examples])
+    # E[-log p(sampled token)] is an unbiased estimate of the sampler's per-token entropy, for free.
+    batch_metrics["entropy_mc"] = float(-action.mean()) if action.numel() else 0.0
+    weights = None
+    if cfg.tis_cap > 0:
+        weights = tis_weights(examples, old, cfg.tis_cap)
+        w = torch.cat([wt[torch.tensor(e.loss_mask, dtype=torch.bool)] for e, wt in zip(examples, weights)])
+        batch_metrics["tis_weight_mean"] = float(w.mean()) if w.numel() else 1.0
+        batch_metrics["tis_capped_frac"] = float((w >= cfg.tis_cap).float().mean()) if w.numel() else 0.0
+    params = [p for p in model.parameters() if p.requires_grad]
+    steps = []
+    for start in range(0, len(examples), cfg.batch_size):
+        t0 = time.perf_counter()
+        idx = range(start, min(start + cfg.batch_size, len(examples)))
+        m = accumulate_step(model, [examples[i] for i in idx], cfg, weights=[weights[i] for i in idx] if weights else None, pad_id=pad_id)
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        m.update(grad_norm=float(norm), lr=optimizer.param_groups[0]["lr"], step_s=time.perf_counter() - t0)
+        steps.append(m)
+    model.eval()
+    return steps, batch_metrics
+
+
+def make_rl_optimizer(model: torch.nn.Module, *, lr: float = 1e-6, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+    """AdamW with a constant lr (PAPER.md section 5, step 7); decay on weight matrices only, as in SFT."""
+    from types import SimpleNamespace
+
+    from swe_rl.training.sft import make_optimizer
+
+    return make_optimizer(model, SimpleNamespace(lr=lr, weight_decay=weight_decay, betas=betas, adam_eps=eps))  # type: ignore[arg-type]
