@@ -220,6 +220,8 @@ def test_config_errors_name_the_key(tmp_path, capsys):
         load_config(RFTConfig, None, ["agent.demonstration_file=demo.txt"])
     with pytest.raises(SystemExit, match="demo.txt is not a file"):
         rft(f"run_dir={tmp_path / 'run'}", "demonstration_task=''", "agent.demonstration_file=demo.txt")
+    with pytest.raises(SystemExit, match="demonstration_task 'no-such-task' is not in bundled"):
+        rft(f"run_dir={tmp_path / 'run'}", "demonstration_task=no-such-task")
     with pytest.raises(SystemExit):
         main(["rft", "colect"])
     assert "invalid choice: 'colect'" in capsys.readouterr().err

@@ -165,7 +165,9 @@ def make_demonstration(cfg: RFTConfig, tasks: Sequence[Task]) -> Path | None:
     if step.done():
         return out
     step.start()
-    task = next(t for t in tasks if t.instance_id == cfg.demonstration_task)
+    task = next((t for t in tasks if t.instance_id == cfg.demonstration_task), None)
+    if task is None:
+        raise RFTError(f"demonstration_task {cfg.demonstration_task!r} is not in {cfg.tasks}")
     require_prepared([task], _cache(cfg))
     actions = gold_patch_actions(task)
     # The scripted turns must not be cut by the small model's budgets: only the text is kept.
