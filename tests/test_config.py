@@ -27,6 +27,7 @@ def test_yaml_and_overrides(tmp_path: Path) -> None:
     f.write_text("lr: 5\nstage: {max_turns: 10}\nstages:\n  - {max_turns: 1, clip: [0.1, 0.2]}\n")
     cfg = load_config(Cfg, f, ["stage.clip=[0.2, 0.26]", "seed=3", "out=/tmp/x"])
     assert cfg.lr == 5.0 and isinstance(cfg.lr, float)
+    assert load_config(Cfg, None, ["lr=1e-3"]).lr == 0.001
     assert cfg.stage == Stage(max_turns=10, clip=(0.2, 0.26))
     assert cfg.stages == [Stage(max_turns=1, clip=(0.1, 0.2))]
     assert cfg.seed == 3 and cfg.out == Path("/tmp/x")

@@ -82,11 +82,13 @@ def test_same_seed_gives_the_same_file_and_jobs_do_not_matter(synth):
     assert again.read_bytes() == synth["out"].read_bytes()
 
 
-def test_resume_after_a_kill(synth):
+def test_resume_after_a_kill(synth, tmp_path):
     out = synth["out"].with_name("killed.jsonl")
     cmd = [sys.executable, "-m", "swe_rl.cli", "tasks", "synthesize", "--source", str(synth["src"]), "--n", str(N),
            "--out", str(out), "--seed", "3", "--cache-dir", str(synth["cache"])]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The killed run cannot remove its sandbox workspace: keep it under tmp_path, not the shared scratch dir.
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "SWE_RL_SCRATCH": str(tmp_path)})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") >= 1):
         time.sleep(0.05)
