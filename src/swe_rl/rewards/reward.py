@@ -8,16 +8,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+from swe_rl.registry import Registry
+
 RewardFn = Callable[..., dict[str, float]]
-REWARDS: dict[str, RewardFn] = {}
-
-
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    def wrap(fn: RewardFn) -> RewardFn:
-        REWARDS[name] = fn
-        return fn
-
-    return wrap
+REWARDS: Registry[RewardFn] = Registry("reward")
+register_reward = REWARDS.register
 
 
 @register_reward("paper")
@@ -37,9 +32,5 @@ def binary_reward(*, resolved: bool, **_: object) -> dict[str, float]:
 
 def compute_reward(name: str, **kwargs: object) -> tuple[float, dict[str, float]]:
     """The total reward and its parts for the registered reward `name`."""
-    try:
-        fn = REWARDS[name]
-    except KeyError:
-        raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}") from None
-    parts = fn(**kwargs)
+    parts = REWARDS.get(name)(**kwargs)
     return sum(parts.values()), parts

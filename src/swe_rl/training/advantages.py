@@ -9,17 +9,12 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+from swe_rl.registry import Registry
+
 AdvantageFn = Callable[[Sequence[float]], list[float]]
-ADVANTAGES: dict[str, AdvantageFn] = {}
+ADVANTAGES: Registry[AdvantageFn] = Registry("advantage")
+register_advantage = ADVANTAGES.register
 ZERO = 1e-8  # |A| below this counts as zero: float noise must not keep a sample alive
-
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def wrap(fn: AdvantageFn) -> AdvantageFn:
-        ADVANTAGES[name] = fn
-        return fn
-
-    return wrap
 
 
 @register_advantage("group_norm")
@@ -41,11 +36,7 @@ def group_center(rewards: Sequence[float]) -> list[float]:
 
 
 def compute_advantages(name: str, rewards: Sequence[float]) -> list[float]:
-    try:
-        fn = ADVANTAGES[name]
-    except KeyError:
-        raise ValueError(f"unknown advantage {name!r}; known: {', '.join(sorted(ADVANTAGES))}") from None
-    return fn(rewards)
+    return ADVANTAGES.get(name)(rewards)
 
 
 def nonzero(advantages: Sequence[float]) -> list[bool]:

@@ -11,16 +11,12 @@ from typing import Callable
 
 import torch
 
+from swe_rl.registry import Registry
+
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
-LOSSES: dict[str, LossFn] = {}
-
-
-def register_loss(name: str) -> Callable[[LossFn], LossFn]:
-    def wrap(fn: LossFn) -> LossFn:
-        LOSSES[name] = fn
-        return fn
-
-    return wrap
+LOSSES: Registry[LossFn] = Registry("loss")
+register_loss = LOSSES.register
+get_loss = LOSSES.get
 
 
 def _clipped_token_losses(
@@ -83,10 +79,3 @@ def grpo_loss(
     per_sequence = token_losses.sum(dim=1) / mask.to(token_losses.dtype).sum(dim=1).clamp(min=1)  # [B]
     denominator = total_sequences if total_sequences is not None else logprobs.shape[0]
     return per_sequence.sum() / max(denominator, 1), stats
-
-
-def get_loss(name: str) -> LossFn:
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}") from None
