@@ -47,12 +47,12 @@ def gold_policy(tokenizer, tasks, on_turn=None):
     return ScriptedPolicy(tokenizer, action)
 
 
-def run(tasks, policy, out: Path, cfg: RolloutConfig, open_sandbox=task_sandbox, **kw):
+def run(tasks, policy, out: Path, cfg: RolloutConfig, open_sandbox=task_sandbox, *, agent=CFG, grade=grade, **kw):
     return collect(
         tasks,
         policy,
-        CFG.sampling(),
-        start_episode=lambda task, i, sb: Episode(task, sb, policy.tokenizer, CFG, sample_index=i),
+        agent.sampling(),
+        start_episode=lambda task, i, sb: Episode(task, sb, policy.tokenizer, agent, sample_index=i),
         open_sandbox=open_sandbox,
         grade=grade,
         out=out,
@@ -120,16 +120,7 @@ def test_same_seed_same_trajectories(bundled_tasks, tmp_path):
     tasks = bundled_tasks[:2]
 
     def once(name: str, seed: int):
-        return collect(
-            tasks,
-            policy,
-            cfg.sampling(),
-            start_episode=lambda task, i, sb: Episode(task, sb, policy.tokenizer, cfg, sample_index=i),
-            open_sandbox=task_sandbox,
-            grade=None,
-            out=tmp_path / name,
-            cfg=RolloutConfig(samples=2, max_active=4, seed=seed),
-        ).trajectories
+        return run(tasks, policy, tmp_path / name, RolloutConfig(samples=2, max_active=4, seed=seed), agent=cfg, grade=None).trajectories
 
     a, b, c = once("a.jsonl", 1), once("b.jsonl", 1), once("c.jsonl", 2)
     key = lambda t: (t.instance_id, t.sample_index)  # noqa: E731
