@@ -64,6 +64,9 @@ class RolloutResult:
     dropped_tasks: set[str] = field(default_factory=set)  # groups with an infrastructure failure after retries
     generated_tokens: int = 0
     wall_s: float = 0.0
+    generation_s: float = 0.0  # wall time inside policy.generate
+    steps_s: float = 0.0  # wall time running the batch's commands (parallel) after each generation
+    grading_tail_s: float = 0.0  # wall time waiting for gradings after the last generation
 
     def usable(self) -> list[Trajectory]:
         """Trajectories of groups that were not dropped (what evaluation and training consume)."""
@@ -213,10 +216,14 @@ def collect(
 
                 gen_started = time.perf_counter()
                 completions = _generate(policy, [a.episode.prompt_ids() for a in active], replace(params, seed=step_seed(cfg.seed, step)), cfg.generate_retries)
-                gen_s = (time.perf_counter() - gen_started) / len(active)  # the batch's time, shared
+                gen_wall = time.perf_counter() - gen_started
+                result.generation_s += gen_wall
+                gen_s = gen_wall / len(active)  # the batch's time, shared
                 step += 1
                 result.generated_tokens += sum(len(c.token_ids) for c in completions)
+                steps_started = time.perf_counter()
                 ended = list(pool.map(lambda ac: ac[0].episode.step(ac[1], gen_s), zip(active, completions)))
+                result.steps_s += time.perf_counter() - steps_started
                 for a, is_done in zip(active, ended):
                     if is_done:
                         end_episode(a)
@@ -225,8 +232,10 @@ def collect(
                 for fut in [g for g in grading if g.done()]:
                     grading.remove(fut)
                     fut.result()
+            tail_started = time.perf_counter()
             for fut in grading:
                 fut.result()
+            result.grading_tail_s = time.perf_counter() - tail_started
             report_dropped()
         finally:  # a crash (a bug, Ctrl-C) must not leave sandboxes running
             for a in active:
