@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -80,8 +79,9 @@ def main() -> None:
     cfg = AgentConfig(max_turns=args.turns, max_new_tokens=args.new_tokens, context_length=4096, window=20)
     rows = []
     for b in args.batches:
-        n_tasks = min(b, len(tasks))
-        samples = math.ceil(b / n_tasks)
+        # exactly B episodes: n_tasks x samples == B with as many distinct tasks as there are
+        n_tasks = max(d for d in range(1, min(b, len(tasks)) + 1) if b % d == 0)
+        samples = b // n_tasks
         with tempfile.TemporaryDirectory() as tmp:
             engine = engine_run(policy, tasks[:n_tasks], samples, b, cfg, Path(tmp) / "traj.jsonl")
         prompts = engine.pop("first_prompts")[:b]
