@@ -40,7 +40,15 @@ def _tasks_filter(a: argparse.Namespace) -> int:
     from swe_rl.tasks.filter import filter_cli
 
     return filter_cli(a.file, out=a.out, funnel_out=a.funnel, reruns=a.reruns, cache=a.cache_dir,
-                      skip_invalid=a.skip_invalid)
+                      skip_invalid=a.skip_invalid, jobs=a.jobs, llm_url=a.llm_url, llm_model=a.llm_model,
+                      clarity_drop=a.clarity_drop)
+
+
+def _tasks_build_default(a: argparse.Namespace) -> int:
+    from swe_rl.tasks.defaults import build_default_cli
+
+    return build_default_cli(a.out, spec=a.spec, cache=a.cache_dir, jobs=a.jobs, only=a.only, llm_url=a.llm_url,
+                             llm_model=a.llm_model)
 
 
 def _tasks_split(a: argparse.Namespace) -> int:
@@ -62,7 +70,7 @@ def _sandbox_run(a: argparse.Namespace) -> int:
 def _grade(a: argparse.Namespace) -> int:
     from swe_rl.rewards.grading import grade_cli
 
-    return grade_cli(a.tasks, a.preds, a.out, cache=a.cache_dir, skip_invalid=a.skip_invalid, jobs=a.jobs)
+    return grade_cli(a.tasks, a.preds, a.out, cache=a.cache_dir, skip_invalid=a.skip_invalid, jobs=a.jobs, backend=a.sandbox)
 
 
 def _model_prepare(a: argparse.Namespace) -> int:
@@ -90,6 +98,7 @@ def _run_options(a: argparse.Namespace):
         a.tasks, a.model, cache=a.cache_dir, skip_invalid=a.skip_invalid, instances=tuple(a.instance), limit=a.limit,
         max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, context_length=a.context_length, batch=a.batch,
         seed=a.seed, device=a.device, quiet=a.quiet or None, executor=a.executor, ray_address=a.ray_address,
+        sandbox=a.sandbox,
     )
 
 
@@ -114,7 +123,13 @@ def _rft(a: argparse.Namespace) -> int:
 def _demo(a: argparse.Namespace) -> int:
     from swe_rl.recipes.demo import main as demo_main
 
-    return demo_main(out=a.out, cache=a.cache_dir)
+    return demo_main(out=a.out, cache=a.cache_dir, overrides=a.set)
+
+
+def _run(a: argparse.Namespace) -> int:
+    from swe_rl.recipes.pipeline import run_cli
+
+    return run_cli(a.config, a.set, cache=a.cache_dir)
 
 
 def _rl(a: argparse.Namespace) -> int:
@@ -172,18 +187,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="kept tasks (JSONL)")
     p.add_argument("--funnel", type=Path, default=None, help="funnel JSON (default: OUT with .funnel.json)")
     p.add_argument("--reruns", type=int, default=3, help="gold-patch runs per task to find flaky tests (the paper: 50)")
+    p.add_argument("--jobs", type=int, default=1, help="gold gradings run at once")
+    p.add_argument("--llm-url", default=None, help="OpenAI-compatible endpoint that scores statement clarity 0-3")
+    p.add_argument("--llm-model", default="default")
+    p.add_argument("--clarity-drop", type=int, default=3, help="drop tasks scored this or worse (the paper: 3)")
     cache_arg(p)
     skip_invalid_arg(p)
     p.set_defaults(func=_tasks_filter)
 
-    p = tasks.add_parser("split", help="split a task set into train / held-out, by repository or by seed")
+    p = tasks.add_parser("split", help="split a task set into train / held-out, by repository, mutated function or seed")
     p.add_argument("file")
-    p.add_argument("--by", choices=("repo", "seed"), default="repo")
+    p.add_argument("--by", choices=("repo", "function", "seed"), default="repo")
     p.add_argument("--heldout-fraction", type=float, required=True)
     p.add_argument("--out-train", type=Path, required=True)
     p.add_argument("--out-heldout", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tasks_split)
+
+    p = tasks.add_parser("build-default", help="build the default train / held-out sets from pinned PyPI projects")
+    p.add_argument("--out", type=Path, default=None, help="output directory, resumable (default: CACHE/tasks/default)")
+    p.add_argument("--spec", type=Path, default=None, help="spec YAML (default: configs/default_tasks.yaml)")
+    p.add_argument("--jobs", type=int, default=2, help="test suites run at once")
+    p.add_argument("--only", default=None, help="synthesize just this project, then stop")
+    p.add_argument("--llm-url", default=None, help="OpenAI-compatible endpoint for the clarity score (optional)")
+    p.add_argument("--llm-model", default="default")
+    cache_arg(p)
+    p.set_defaults(func=_tasks_build_default)
 
     sandbox = sub.add_parser("sandbox", help="run commands in a sandbox").add_subparsers(dest="sandbox_command", required=True)
     p = sandbox.add_parser("run", help="run one command in a fresh sandbox whose writable workspace is DIR")
@@ -198,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preds", required=True, type=Path, help="JSONL with instance_id, model_name_or_path, model_patch")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--sandbox", choices=["local", "docker"], default="local",
+                   help="grade in bubblewrap sandboxes (prepared cache) or in fresh containers of each task's image")
     cache_arg(p)
     skip_invalid_arg(p)
     p.set_defaults(func=_grade)
@@ -236,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--executor", choices=["thread", "ray"], default="thread",
                        help="run episodes, sandboxes and grading in threads here, or on a Ray cluster")
         p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a running one, else a local instance)")
+        p.add_argument("--sandbox", choices=["local", "docker"], default="local",
+                       help="episodes and grading in bubblewrap sandboxes (prepared cache) or in containers of each task's image")
         cache_arg(p)
         skip_invalid_arg(p)
 
@@ -267,8 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     cache_arg(p)
     p.set_defaults(func=_rl)
 
-    p = sub.add_parser("demo", help="the embedded default: the whole pipeline on the bundled tasks")
+    p = sub.add_parser("run", help="the whole recipe: [warm start] -> base eval -> RFT -> RL stages -> evals -> report")
+    p.add_argument("config", type=Path, help="PipelineConfig YAML, e.g. configs/pipeline/demo.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. eval.runs=3 (repeatable)")
+    cache_arg(p)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("demo", help="the embedded default: swe-rl run configs/pipeline/demo.yaml on the bundled tasks")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value of the demo's config (repeatable)")
     cache_arg(p)
     p.set_defaults(func=_demo)
     return parser

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from swe_rl.agent.demonstration import gold_patch_actions, hunk_edit, never_submit_actions, parse_patch, render_demonstration
+from swe_rl.agent.demonstration import (
+    definition_hits,
+    explore_actions,
+    explore_plan,
+    gold_patch_actions,
+    hunk_edit,
+    never_submit_actions,
+    parse_patch,
+    render_demonstration,
+    synthesized_function,
+)
 from swe_rl.agent.parser import parse_action
 from swe_rl.paths import TOOLS_DIR
 from swe_rl.types import Task
@@ -112,3 +122,52 @@ def test_gold_actions_reproduce_every_bundled_gold_patch(tmp_path):
         subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
         diff = subprocess.run([*git, "diff", "--cached", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
         assert diff == task.patch, task.instance_id
+
+
+# ---- scripted:explore (search -> open -> edit -> submit, from what the context shows) -----------
+
+def explore_task(tmp_path: Path, statement: str = "`test_is_even` fails: assert is_even(4)") -> Task:
+    """A synthesized-looking task with a real diff: the fix is line 30 of m.txt (`def is_even(` is put at line 25)."""
+    patch = git_diff(tmp_path, {"m.txt": BASE.replace("line 30\n", "line 30 fixed\n")})
+    return Task("o__r-1", "o/r", "x", statement, patch=patch, extra={"synthesis": {"function": "Calc.is_even"}})
+
+
+def test_explore_actions_search_open_edit_submit(tmp_path):
+    task = explore_task(tmp_path)
+    actions = explore_actions(task, [("m.txt", 25)], window=20)
+    commands = [parse_action(a).command for a in actions]
+    assert commands == ['search_file "def is_even(" .', "open m.txt 25", "edit 30:30 << 'EOF'\nline 30 fixed\nEOF", "submit"]
+    assert synthesized_function(task) == "is_even"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"statement": "`test_x` fails"}, "does not name the mutated function is_even"),
+    ({"hits": [("m.txt", 25), ("n.py", 3)]}, "found 2 times, not once"),
+    ({"hits": [("other.py", 25)]}, "not one hunk in other.py"),
+    ({"window": 6}, "lines 30-30 are not in the window that `open m.txt 25` shows"),  # 25 - 6 // 3 = 23 .. 28
+    ({"hits": [("m.txt", 31)]}, "not in the window"),  # the fix must be in the function's body, below its def
+])
+def test_explore_plan_names_the_step_the_context_cannot_support(tmp_path, change, reason):
+    task = explore_task(tmp_path, change.get("statement", "`test_is_even` fails: assert is_even(4)"))
+    with pytest.raises(ValueError, match=reason):
+        explore_plan(task, change.get("hits", [("m.txt", 25)]), change.get("window", 20))
+
+
+def test_explore_needs_a_synthesized_task(tmp_path):
+    with pytest.raises(ValueError, match="not a synthesized task"):
+        synthesized_function(Task("o__r-2", "o/r", "x", "bug"))
+
+
+def test_definition_hits_reads_the_base_tree(tmp_path):
+    repo = tmp_path / "r"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "a.py").write_text("x = 1\n\ndef is_even(n):\n    return n % 2 == 0\n\ndef is_even_all(v):\n    pass\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "b"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (repo / "pkg" / "a.py").write_text("def is_even(n):\n")  # the working tree is not the base tree
+    task = Task("o__r-3", "o/r", head, "bug", repo_url=str(repo))
+    assert definition_hits(task, "is_even") == [("pkg/a.py", 3)]
+    assert definition_hits(task, "nowhere") == []

@@ -50,3 +50,24 @@ def test_cli_writes_loadable_files(tmp_path):
                      out_heldout=tmp_path / "ho.jsonl") == 0
     train, held = load_tasks(tmp_path / "tr.jsonl"), load_tasks(tmp_path / "ho.jsonl")
     assert len(train) == len(held) == 3 and {t.repo for t in train} != {t.repo for t in held}
+
+
+def test_by_function_keeps_every_mutated_function_on_one_side():
+    from dataclasses import replace
+
+    functions = ["add", "clamp", "is_even", "mean", "Cache.get", "Cache.pop"]
+    ts = [replace(t, extra={"synthesis": {"function": functions[i % len(functions)]}})
+          for i, t in enumerate(tasks({"a/one": 12, "b/two": 6}))]
+    key = lambda t: (t.repo, t.extra["synthesis"]["function"])  # noqa: E731
+    for seed in range(5):
+        train, held = split_tasks(ts, by="function", heldout_fraction=0.4, seed=seed)
+        assert {key(t) for t in train}.isdisjoint({key(t) for t in held}) and train and held
+        assert len(train) + len(held) == len(ts)
+        # more tasks never move a function across the split
+        more = ts + [replace(t, instance_id=t.instance_id + "-more") for t in ts[:5]]
+        ids = lambda side: {t.instance_id for t in side}  # noqa: E731
+        assert ids(held) <= ids(split_tasks(more, by="function", heldout_fraction=0.4, seed=seed)[1])
+    with pytest.raises(ValueError, match="needs synthesized tasks"):
+        split_tasks(tasks({"a/one": 2}), by="function", heldout_fraction=0.5)
+    with pytest.raises(ValueError, match="fell on one side"):
+        split_tasks(ts[:1], by="function", heldout_fraction=0.5)

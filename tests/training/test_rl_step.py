@@ -123,3 +123,17 @@ def test_dapo_loss_takes_per_token_advantages():
     mixed, _ = dapo_loss(lp, old, torch.tensor([[0.0, 1.0, -1.0]]), mask)
     # token 1: ratio e^-1, A=+1 -> -e^-1 ; token 2: ratio e^0.5 > 1.28, A=-1 -> -min(-e^0.5, -1.28) = e^0.5
     assert float(mixed) == pytest.approx((-torch.exp(torch.tensor(-1.0)) + torch.exp(torch.tensor(0.5))).item() / 2, rel=1e-6)
+
+
+def test_trajectory_becomes_an_example_without_its_trailing_observation():
+    """The last observation follows the last action token: no loss, nothing after it to train, and it would
+    push the example past the context length it was sampled under (the packed row length)."""
+    from swe_rl.types import Trajectory
+
+    t = Trajectory("t", 0, [], [5, 6, 7, 8, 9, 10], [0, 1, 1, 0, 0, 0], [0.0, -1.0, -2.0, 0.0, 0.0, 0.0], [], "context_limit", "")
+    e = RLExample.from_trajectory(t, 0.5)
+    assert (e.input_ids, e.loss_mask, e.sampler_logprobs, e.advantage) == ([5, 6, 7], [0, 1, 1], [0.0, -1.0, -2.0], 0.5)
+    silent = Trajectory("t", 1, [], [5, 6], [0, 0], [0.0, 0.0], [], "context_limit", "")
+    assert RLExample.from_trajectory(silent, 0.0).input_ids == [5, 6]  # no action token: nothing to cut at
+    with pytest.raises(ValueError, match="differ in length"):
+        RLExample.from_trajectory(Trajectory("t", 2, [], [5, 6], [0], [0.0, 0.0], [], "submitted", ""), 1.0)

@@ -2,6 +2,8 @@
 
 `gold_patch_actions(task)` feeds policy/'s ScriptedPolicy: end-to-end tests, and the one-shot
 demonstration of the RFT prompt (PAPER.md section 4), rendered by `render_demonstration`.
+`explore_actions(task)` solves a synthesized task the way a model could learn to: every step
+uses only what the context already shows (search the named function, open it, fix, submit).
 Hunks are applied bottom-up within a file, so the line numbers of the patch's hunk
 headers stay valid without reading the base file.
 """
@@ -9,6 +11,7 @@ headers stay valid without reading the base file.
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass, field
 
 from swe_rl.types import Task
@@ -109,6 +112,69 @@ def gold_patch_actions(task: Task) -> list[str]:
             actions.append(turn(f"I {what} of {f.path} to fix the issue.", f"edit {start}:{end} << '{delim}'\n{text}{delim}"))
     actions.append(turn("The fix is in place, so I submit it.", "submit"))
     return actions
+
+
+def synthesized_function(task: Task) -> str:
+    """The bare name of the function a synthesized task mutated (tasks/synthesize.py records it)."""
+    qualified = (task.extra.get("synthesis") or {}).get("function", "")
+    if not qualified:
+        raise ValueError(f"task {task.instance_id}: not a synthesized task (no extra.synthesis.function)")
+    return qualified.split(".")[-1]
+
+
+def definition_hits(task: Task, name: str) -> list[tuple[str, int]]:
+    """(path, line) of every `def <name>(` in the task's base tree: what `search_file "def <name>(" .` lists."""
+    res = subprocess.run(["git", "-C", task.repo_url, "grep", "-n", "-F", "-e", f"def {name}(", task.base_commit, "--"],
+                         capture_output=True, text=True)
+    if res.returncode not in (0, 1):  # 1 = no match
+        raise ValueError(f"task {task.instance_id}: git grep in {task.repo_url} failed: {res.stderr.strip()}")
+    hits = []
+    for line in res.stdout.splitlines():
+        _, path, number, _ = line.split(":", 3)  # "<commit>:<path>:<line>:<text>"
+        hits.append((path, int(number)))
+    return hits
+
+
+def explore_plan(task: Task, hits: list[tuple[str, int]], window: int) -> tuple[str, int, Hunk]:
+    """(file, definition line, hunk) of the explore strategy, or ValueError saying which step the context cannot support.
+
+    The issue must name the function, `search_file` must find exactly one definition, the patch must
+    be one hunk in that file, and the changed lines must show in the `open <file> <line>` window
+    (agent/tools/_toollib.py centers a line a third of the way down it).
+    """
+    name = synthesized_function(task)
+    where = f"task {task.instance_id}"
+    if not re.search(rf"\b{re.escape(name)}\b", task.problem_statement):
+        raise ValueError(f"{where}: the issue does not name the mutated function {name}")
+    if len(hits) != 1:
+        raise ValueError(f"{where}: `def {name}(` is found {len(hits)} times, not once")
+    (path, line), files = hits[0], parse_patch(task.patch)
+    if len(files) != 1 or len(files[0].hunks) != 1 or files[0].path != path or files[0].new_file:
+        raise ValueError(f"{where}: the patch is not one hunk in {path}")
+    hunk = files[0].hunks[0]
+    start, end, _ = hunk_edit(hunk)
+    first = max(1, line - window // 3)
+    if not (line <= start and max(start, end) <= first + window - 1):
+        raise ValueError(f"{where}: lines {start}-{end} are not in the window that `open {path} {line}` shows")
+    return path, line, hunk
+
+
+def explore_actions(task: Task, hits: list[tuple[str, int]], window: int) -> list[str]:
+    """search_file the function the issue names -> open its definition -> edit the shown lines -> submit."""
+    path, line, hunk = explore_plan(task, hits, window)
+    name = synthesized_function(task)
+    start, end, new_lines = hunk_edit(hunk)
+    if new_lines:
+        delim, text = _heredoc(new_lines)
+        fix = f"edit {start}:{end} << '{delim}'\n{text}{delim}"
+    else:
+        fix = f"edit {start}:{end} --delete"
+    return [
+        turn(f"The issue calls {name}. I find its definition.", f'search_file "def {name}(" .'),
+        turn(f"It is in {path}. I open it.", f"open {path} {line}"),
+        turn(f"Line {start} is wrong. I fix it.", fix),
+        turn("Fixed, so I submit.", "submit"),
+    ]
 
 
 def never_submit_actions(n: int) -> list[str]:

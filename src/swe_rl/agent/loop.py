@@ -15,7 +15,7 @@ from pathlib import Path
 from swe_rl.agent.observation import STATE_DIR, command_output, format_observation, read_status
 from swe_rl.agent.parser import parse_action
 from swe_rl.agent.patch import workspace_patch
-from swe_rl.agent.prompts import build_messages
+from swe_rl.agent.prompts import build_messages, resolve_prompts_dir
 from swe_rl.policy.chat import TrajectoryBuilder
 from swe_rl.policy.protocol import Policy
 from swe_rl.sandbox.protocol import Sandbox, SandboxError, SandboxUnavailable
@@ -37,6 +37,7 @@ class AgentConfig:
     format_error_limit: int = 0  # end after this many consecutive format errors; 0 = never
     command_timeout_s: float = 60.0  # wall clock per command; the process tree is killed after it
     demonstration_file: str = ""  # a rendered one-shot demonstration (agent/demonstration.py); "" = none
+    prompts_dir: str = ""  # prompt templates (system.txt, instance.txt, ...; agent/prompts.py); "" = configs/prompts
     temperature: float = 1.0  # sampling: the neutral values are what RL needs (PAPER.md section 5)
     top_p: float = 1.0
     top_k: int = -1  # -1 = off
@@ -68,7 +69,8 @@ class Episode:
     def __init__(self, task: Task, sandbox: Sandbox, tokenizer, cfg: AgentConfig, *, sample_index: int = 0):
         self.task, self.sandbox, self.cfg, self.sample_index = task, sandbox, cfg, sample_index
         demo = Path(cfg.demonstration_file).read_text() if cfg.demonstration_file else ""
-        self.builder = TrajectoryBuilder(tokenizer, build_messages(task, sandbox.workdir, demo))
+        messages = build_messages(task, sandbox.workdir, demo, resolve_prompts_dir(cfg.prompts_dir))
+        self.builder = TrajectoryBuilder(tokenizer, messages)
         self.turns: list[Turn] = []
         self.exit_reason: ExitReason | None = None
         self.error = ""

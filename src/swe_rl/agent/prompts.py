@@ -1,8 +1,9 @@
 """The prompts of an episode: the system prompt (with the tools' docs) and the first user message (the issue).
 
-Templates live in `configs/prompts/` (system.txt, instance.txt, demonstration.txt); the
-tool docs are the tools' own `--help` texts, collected once per process by running
-each tool on the host, so the prompt can never disagree with the tools.
+Templates live in `configs/prompts/` (system.txt, instance.txt, demonstration.txt), or in another
+directory of the same files (`AgentConfig.prompts_dir`); the tool docs are the tools' own `--help`
+texts, collected once per process by running each tool on the host, so the prompt can never
+disagree with the tools. A `tools.txt` beside the templates documents only the tools it lists.
 """
 
 from __future__ import annotations
@@ -55,12 +56,37 @@ def tool_help(name: str) -> str:
 
 
 @functools.cache
-def tool_docs() -> str:
-    return "\n\n".join(tool_help(name) for name in TOOL_NAMES)
+def tool_docs(names: tuple[str, ...] = TOOL_NAMES) -> str:
+    return "\n\n".join(tool_help(name) for name in names)
+
+
+def resolve_prompts_dir(prompts_dir: str | Path) -> Path:
+    """"" = configs/prompts; a relative path that is not under the working directory is taken from the repo root."""
+    if not str(prompts_dir):
+        return PROMPTS_DIR
+    path = Path(prompts_dir)
+    if not path.is_absolute() and not path.is_dir() and (CONFIGS_DIR.parent / path).is_dir():
+        path = CONFIGS_DIR.parent / path
+    if not path.is_dir():
+        raise FileNotFoundError(f"prompts_dir {prompts_dir}: not a directory")
+    return path
+
+
+def documented_tools(prompts_dir: Path = PROMPTS_DIR) -> tuple[str, ...]:
+    """The tools the system prompt documents: those of `tools.txt` when the directory has one, else all."""
+    listing = prompts_dir / "tools.txt"
+    if not listing.exists():
+        return TOOL_NAMES
+    names = tuple(line.strip() for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    unknown = [n for n in names if n not in TOOL_NAMES]
+    if unknown or not names:
+        raise ValueError(f"{listing}: unknown tool(s) {', '.join(unknown) or '(none listed)'}; known: {', '.join(TOOL_NAMES)}")
+    return names
 
 
 def system_prompt(prompts_dir: Path = PROMPTS_DIR) -> str:
-    return render(load_template("system.txt", prompts_dir), tool_docs=tool_docs()).strip()
+    docs = tool_docs(documented_tools(prompts_dir))
+    return render(load_template("system.txt", prompts_dir), tool_docs=docs).strip()
 
 
 def instance_prompt(task: Task, workdir: str, demonstration: str = "", prompts_dir: Path = PROMPTS_DIR) -> str:

@@ -64,7 +64,8 @@ def evaluate_cli(opts, runs: int, out_dir: Path, *, resume: bool = False) -> int
     policy = make_policy(opts.model, tasks, device=opts.device, cache=opts.cache)
     try:
         run = evaluate(tasks, policy, opts.agent_config(), out_dir, runs=runs, batch=opts.batch, seed=opts.seed, resume=resume,
-                       cache=opts.cache, quiet=opts.quiet, executor=opts.executor, ray_address=opts.ray_address)
+                       cache=opts.cache, quiet=opts.quiet, executor=opts.executor, ray_address=opts.ray_address,
+                       sandbox=opts.sandbox)
     except FileExistsError as e:
         raise SystemExit(f"swe-rl eval: {e}") from None
     summary = summarize(run.metrics)

@@ -72,12 +72,15 @@ def _fingerprint(cfg: RFTConfig, step: str) -> dict[str, Any]:
     return {k: to_dict(getattr(cfg, k)) for k in keys}
 
 
-class _Step:
-    """`<run_dir>/<name>/step.json`: the config the step ran with, written first; `done` set when it finished."""
+class StepMarker:
+    """`<dir>/step.json`: the config the step ran with, written first; `done` set when it finished.
 
-    def __init__(self, cfg: RFTConfig, name: str) -> None:
-        self.name, self.dir = name, Path(cfg.run_dir) / name
-        self.marker, self.config = self.dir / "step.json", _fingerprint(cfg, name)
+    Shared with recipes/pipeline.py: any resumable step whose output lives in one directory.
+    """
+
+    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+        self.name, self.dir = directory.name, directory
+        self.marker, self.config = directory / "step.json", config
 
     def record(self) -> dict[str, Any] | None:
         if not self.marker.exists():
@@ -110,6 +113,10 @@ class _Step:
         tmp = self.marker.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=2))
         tmp.replace(self.marker)
+
+
+def _step(cfg: RFTConfig, name: str) -> StepMarker:
+    return StepMarker(Path(cfg.run_dir) / name, _fingerprint(cfg, name))
 
 
 def _cache(cfg: RFTConfig) -> Path | None:
@@ -160,7 +167,7 @@ def make_demonstration(cfg: RFTConfig, tasks: Sequence[Task]) -> Path | None:
         return Path(cfg.agent.demonstration_file)
     if not cfg.demonstration_task:
         return None
-    step = _Step(cfg, "demonstration")
+    step = _step(cfg, "demonstration")
     out = step.dir / "demonstration.txt"
     if step.done():
         return out
@@ -193,7 +200,7 @@ def collect(cfg: RFTConfig, tasks: Sequence[Task], demonstration: Path | None) -
     from swe_rl.recipes.rollout import make_policy, run_rollouts
     from swe_rl.sandbox.environments import require_prepared
 
-    step = _Step(cfg, "collect")
+    step = _step(cfg, "collect")
     out = step.dir / "trajectories.jsonl"
     if step.done():
         return out
@@ -202,7 +209,8 @@ def collect(cfg: RFTConfig, tasks: Sequence[Task], demonstration: Path | None) -
     require_prepared(train, _cache(cfg))
     agent = replace(cfg.agent, demonstration_file=str(demonstration) if demonstration else "")
     # A scripted sampler writes its trajectories in the trained model's tokens (checked again in build).
-    policy = make_policy(cfg.collect_model or cfg.model, train, device=cfg.device, cache=_cache(cfg), tokenizer=_tokenizer(cfg))
+    policy = make_policy(cfg.collect_model or cfg.model, train, device=cfg.device, cache=_cache(cfg), tokenizer=_tokenizer(cfg),
+                         window=cfg.agent.window)
     run = run_rollouts(train, policy, agent, out, samples=cfg.samples, batch=cfg.batch, seed=cfg.seed,
                        resume=True, cache=_cache(cfg))
     (step.dir / "metrics.json").write_text(json.dumps(run.metrics, indent=2))
@@ -287,7 +295,7 @@ def build(cfg: RFTConfig, trajectories_file: Path, demonstration: Path | None) -
     """Filter, then SFT examples without the demonstration -> `<run>/build/examples.jsonl` (+ funnel.json/.md)."""
     from swe_rl.training.sft_data import build_examples, demonstration_block, without_demonstration, write_examples
 
-    step = _Step(cfg, "build")
+    step = _step(cfg, "build")
     out = step.dir / "examples.jsonl"
     if step.done():
         return out
@@ -314,7 +322,7 @@ def train(cfg: RFTConfig, examples_file: Path) -> Path:
     from swe_rl.training.sft import load_for_training, train_sft
     from swe_rl.training.sft_data import read_examples
 
-    step = _Step(cfg, "train")
+    step = _step(cfg, "train")
     model_dir = step.dir / "model"
     if step.done():
         return model_dir

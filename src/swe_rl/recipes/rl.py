@@ -4,7 +4,9 @@ Per iteration: pick problems from the pool -> G rollouts each (recipes.rollout.r
 reward (rewards.reward, "paper") -> group advantages (training.advantages) -> drop zero-advantage
 samples, keep turn-limit ones -> one pass in K optimizer steps (training.rl_step) -> new weights
 to the policy (version + 1) -> atomic checkpoint (training.checkpoint) + metrics. Between stages
-the pool is re-filtered from the recorded solve rates. `--resume` continues the last checkpoint.
+the pool is re-filtered from the recorded solve rates. `--resume` continues the last checkpoint and
+ends with the same weights as an uninterrupted run: problem choice, sampling seeds and update order
+are functions of (seed, iteration), and a killed iteration's unfinished rollouts are redone.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from swe_rl.agent.loop import AgentConfig
+from swe_rl.policy.vllm import VLLMConfig
 from swe_rl.types import Trajectory
 
 
@@ -50,9 +53,16 @@ class RLConfig:
     tasks: str = "bundled"  # tasks file or 'bundled': the initial pool
     instances: tuple[str, ...] = ()  # restrict the pool to these ids (empty = all)
     out: Path = Path("runs/rl")
+    # A previous RL run (stage 1) to continue as a new run (stage 2): its last checkpoint's weights,
+    # and its pool re-filtered from its recorded solve rates; `model` is then only a label.
+    init_from: str = ""
     samples: int = 10  # G: rollouts per problem
     seed: int = 0
     device: str = "auto"
+    # hf: the trainer's own model samples (one set of weights); vllm: an in-process vLLM engine that
+    # gets the trainer's weights after every update (no disk) and sleeps while the trainer runs.
+    sampler: str = "hf"
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)  # the engine, when sampler is vllm
     stages: tuple[Stage, ...] = (Stage(),)
     # reward and advantage (PAPER.md section 5, steps 2-4)
     reward: str = "paper"
@@ -75,6 +85,8 @@ class RLConfig:
     repetition_penalty: float = 1.0
     max_new_tokens: int = 512  # per assistant turn
     command_timeout_s: float = 60.0
+    window: int = 50  # lines shown by the viewer tools (AgentConfig.window)
+    prompts_dir: str = ""  # prompt templates (AgentConfig.prompts_dir); "" = configs/prompts
     rollout_batch: int = 8  # episodes generating together
     # curriculum re-filter between stages
     drop_solved_at: float = 2 / 3  # drop tasks solved at least this often ...
@@ -82,18 +94,25 @@ class RLConfig:
     # bookkeeping
     keep_last: int = 2  # checkpoints kept
     stop_after: int = 0  # stop after this many iterations in this invocation (0 = run to the end)
+    # On --resume, redo a killed iteration's unfinished rollouts from the start, so the run ends with the
+    # same weights as an uninterrupted one; false keeps its finished episodes (cheaper, not bit-identical).
+    exact_resume: bool = True
     tensorboard: bool = True
+    wandb: bool = False  # also log to Weights & Biases (needs the `wandb` package; WANDB_MODE etc. from the environment)
+    wandb_project: str = "swe-rl"
 
     def __post_init__(self) -> None:
         if self.samples < 2:
             raise ValueError(f"samples (G) must be >= 2 for group advantages, got {self.samples}")
         if not self.stages:
             raise ValueError("stages: at least one stage is needed")
+        if self.sampler not in ("hf", "vllm"):
+            raise ValueError(f"sampler must be 'hf' or 'vllm', got {self.sampler!r}")
 
     def agent(self, stage: Stage) -> AgentConfig:
         return AgentConfig(
             max_turns=stage.max_turns, context_length=stage.context_length, max_new_tokens=self.max_new_tokens,
-            command_timeout_s=self.command_timeout_s, temperature=self.temperature, top_p=self.top_p,
+            command_timeout_s=self.command_timeout_s, window=self.window, prompts_dir=self.prompts_dir, temperature=self.temperature, top_p=self.top_p,
             top_k=self.top_k, min_p=self.min_p, repetition_penalty=self.repetition_penalty,
         )
 
@@ -175,7 +194,7 @@ def rollout_metrics(trajs: Sequence[Trajectory], kept: int, dropped_groups: int)
 
 def sync_policy(policy: Any, model: torch.nn.Module) -> None:
     """Give the sampler the trainer's new weights; its version goes up either way."""
-    policy.update_weights(None if policy.model is model else model.state_dict())
+    policy.update_weights(None if getattr(policy, "model", None) is model else model.state_dict())
 
 
 # ---------------------------------------------------------------- the recipe
@@ -198,12 +217,73 @@ def enter_stage(state: dict[str, Any], cfg: RLConfig) -> tuple[int, Stage]:
     return s, stage
 
 
+UPDATE_METRICS = ("loss", "clip_frac_low", "clip_frac_high", "approx_kl", "grad_norm", "entropy", "logprob_gap_mean", "logprob_gap_max")
+
+
+def update_metrics(steps: Sequence[dict[str, float]], batch: dict[str, Any]) -> dict[str, Any]:
+    """The iteration's update metrics: step means of the per-step ones, and the batch-level ones.
+
+    Every key of UPDATE_METRICS is present; None (not 0) when nothing was trained, so an empty
+    update is never mistaken for a zero loss.
+    """
+    row: dict[str, Any] = {k: None for k in UPDATE_METRICS}
+    row.update(batch)
+    for k in ("loss", "clip_frac_low", "clip_frac_high", "approx_kl", "grad_norm"):
+        if steps:
+            row[k] = sum(m[k] for m in steps) / len(steps)
+    row["optimizer_steps"] = len(steps)
+    return row
+
+
+def start_from(cfg: RLConfig, tasks: dict[str, Any], cache: Path | None) -> tuple[Path, dict[str, Any]]:
+    """(model directory, initial state): `cfg.model` and the whole pool, or `cfg.init_from`'s last checkpoint
+    and its pool re-filtered from its solve rates (the stage-2 input of PAPER.md's curriculum)."""
+    from swe_rl.policy.models import resolve_model
+    from swe_rl.training.checkpoint import latest_checkpoint, load_checkpoint
+
+    state: dict[str, Any] = {"iteration": 0, "pool": sorted(tasks), "solves": {}, "policy_version": 0, "stage": 0}
+    if not cfg.init_from:
+        return resolve_model(cfg.model, cache), state
+    ckpt = latest_checkpoint(cfg.init_from)
+    if ckpt is None:
+        raise FileNotFoundError(f"init_from {cfg.init_from}: no complete checkpoint under {cfg.init_from}/checkpoints")
+    prev = load_checkpoint(ckpt, restore_rng=False).extra
+    pool = refilter_pool([i for i in prev["pool"] if i in tasks], prev["solves"], solved_at=cfg.drop_solved_at, drop_never=cfg.drop_never_solved)
+    if not pool:
+        raise RuntimeError(f"init_from {ckpt}: the re-filtered pool is empty (of {len(prev['pool'])} tasks, each solved >= {cfg.drop_solved_at:.2f} of the time, or never)")
+    state.update(pool=pool, solves=prev["solves"], policy_version=prev["policy_version"])
+    return ckpt, state
+
+
+def wandb_module(cfg: RLConfig):
+    """The `wandb` module when `cfg.wandb`, else None; enabled but not installed is an error (checked at start-up)."""
+    if not cfg.wandb:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise RuntimeError("wandb: true, but the `wandb` package is not installed (pip install wandb, or set wandb: false)") from None
+    return wandb
+
+
+def wandb_run(cfg: RLConfig, out: Path):
+    """A W&B run when `cfg.wandb`, resumed under an id fixed by the run directory (so --resume continues it), else None."""
+    wandb = wandb_module(cfg)
+    if wandb is None:
+        return None
+    import hashlib
+
+    from swe_rl.config import to_dict
+
+    run_id = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
+    return wandb.init(project=cfg.wandb_project, name=out.name, id=run_id, resume="allow", dir=str(out), config=to_dict(cfg))
+
+
 def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, quiet: bool | None = True) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from swe_rl.config import to_dict
     from swe_rl.policy.hf import HFPolicy
-    from swe_rl.policy.models import resolve_model
     from swe_rl.recipes.rollout import run_rollouts
     from swe_rl.rollouts.store import iter_trajectories
     from swe_rl.sandbox.environments import require_prepared
@@ -217,6 +297,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
         cfg.agent(stage).sampling().assert_unbiased()
     if cfg.loss != "dapo":
         raise ValueError(f"loss {cfg.loss!r}: the packed trainer needs a token-level loss (dapo)")
+    wandb_module(cfg)
     out = Path(cfg.out)
     if not resume and latest_checkpoint(out) is not None:
         raise FileExistsError(f"{out} holds checkpoints: pass --resume to continue it, or choose another out")
@@ -229,16 +310,21 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
     require_prepared(list(tasks.values()), cache)
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    path = resolve_model(cfg.model, cache)
+    path, state = start_from(cfg, tasks, cache)
     torch.manual_seed(cfg.seed)
     # float32 master weights; on CUDA the forward runs under bf16 autocast (rl_step).
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").to(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     optimizer = make_rl_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.adam_eps)
     # One set of weights serves both: on one device the sampler is the trainer (the log-prob gap stays ~0).
-    policy = HFPolicy(model, tokenizer=tokenizer, name=cfg.model)
+    if cfg.sampler == "vllm":
+        from swe_rl.policy.vllm import VLLMPolicy
 
-    state: dict[str, Any] = {"iteration": 0, "pool": sorted(tasks), "solves": {}, "policy_version": 0, "stage": 0}
+        policy: Any = VLLMPolicy(path, cfg.vllm, name=cfg.model)
+    else:
+        policy = HFPolicy(model, tokenizer=tokenizer, name=cfg.model)
+    policy.version = state["policy_version"]
+
     if resume and (ckpt := latest_checkpoint(out)) is not None:
         state = load_checkpoint(ckpt, model, optimizer).extra
         policy.version = state["policy_version"]
@@ -247,10 +333,14 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
             if (out / name).exists():
                 rows = [r for r in read_metrics(out / name) if r["iteration"] <= state["iteration"]]
                 (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if cfg.sampler == "vllm":  # the engine loaded the run's first weights: give it the resumed ones
+            policy.update_weights(model.state_dict())
+            policy.version = state["policy_version"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     total = sum(s.iterations for s in cfg.stages)
     done_now = 0
+    wandb = wandb_run(cfg, out)
     with MetricsLogger(out, tensorboard=cfg.tensorboard) as log, MetricsLogger(out, tensorboard=False, filename="train_steps.jsonl") as step_log:
         while state["iteration"] < total and not (cfg.stop_after and done_now >= cfg.stop_after):
             it = state["iteration"]
@@ -258,23 +348,35 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
             apply_yarn(model, stage.yarn_factor)
             timings: dict[str, float] = {}
 
-            # 1. pick problems, G rollouts each (a crash mid-rollout resumes the same file)
+            # 1. pick problems, G rollouts each
             t0 = time.perf_counter()
             problems = [tasks[i] for i in pick_problems(state["pool"], stage.problems_per_iteration, cfg.seed, it)]
-            traj_file = out / f"iter_{it:05d}" / "traj.jsonl"
+            traj_file, finished = out / f"iter_{it:05d}" / "traj.jsonl", out / f"iter_{it:05d}" / "rollouts.done"
+            if traj_file.exists() and not finished.exists() and cfg.exact_resume:
+                # A killed iteration: its remaining episodes would be sampled in other batches (other seeds and
+                # padding) than in an uninterrupted run, so redo them all; a finished file is reused as it is.
+                traj_file.unlink()
             run = run_rollouts(problems, policy, cfg.agent(stage), traj_file, samples=cfg.samples, batch=cfg.rollout_batch,
                                seed=cfg.seed * 100_003 + it, resume=True, cache=cache, quiet=quiet)
+            finished.touch()
             # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
-            trajs = [t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks]
+            # File order is the order gradings finished (threads): sort so the update does not depend on it.
+            trajs = sorted((t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks),
+                           key=lambda t: (t.instance_id, t.sample_index))
             timings["rollout_s"] = time.perf_counter() - t0
+            if hasattr(policy, "sleep"):  # a vLLM engine frees the GPU for the update; the sync wakes it
+                policy.sleep()
+            timings["generation_s"] = run.metrics.get("episode_generation_s", 0.0)
 
             # 2-4. reward, group advantages, drop zero-advantage samples
+            t0 = time.perf_counter()
             score(trajs, cfg, stage)
             for t in trajs:
                 rec = state["solves"].setdefault(t.instance_id, [0, 0])
                 rec[0] += int(t.reward_parts.get("resolved", 0.0) > 0)
                 rec[1] += 1
             chosen = select_for_training(trajs, group_advantages(trajs, cfg.advantage))
+            timings["reward_s"] = time.perf_counter() - t0
 
             # 5-7. one pass over the batch in K optimizer steps
             t0 = time.perf_counter()
@@ -284,20 +386,23 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
                                 loss=cfg.loss, micro_batch_rows=cfg.micro_batch_rows, grad_clip=cfg.grad_clip, tis_cap=cfg.tis_cap)
             steps, batch_metrics = rl_update(model, optimizer, examples, ucfg, pad_id=tokenizer.pad_token_id or 0)
             timings["train_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
             sync_policy(policy, model)
+            timings["sync_s"] = time.perf_counter() - t0
 
             # metrics, then the checkpoint that makes the iteration count as done
             row = {"iteration": it + 1, "stage": s + 1, "policy_version": policy.version, "pool_size": len(state["pool"]), "problems": len(problems),
-                   **rollout_metrics(trajs, len(chosen), len(run.dropped_tasks)), **batch_metrics, "optimizer_steps": len(steps)}
-            for k in ("loss", "clip_frac_low", "clip_frac_high", "approx_kl", "grad_norm"):
-                if steps:
-                    row[k] = sum(m[k] for m in steps) / len(steps)
+                   **rollout_metrics(trajs, len(chosen), len(run.dropped_tasks)), **update_metrics(steps, batch_metrics), **timings}
             for k, m in enumerate(steps):
                 step_log.log(it + 1, {"iteration": it + 1, "k": k, **m})
-            log.log(it + 1, {**row, **timings})
+            log.log(it + 1, row)
+            if wandb is not None:
+                wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=it + 1)
             state.update(iteration=it + 1, policy_version=policy.version)
             save_checkpoint(out, model, tokenizer, optimizer, None, it + 1, extra=state, keep_last=cfg.keep_last)
             done_now += 1
+    if wandb is not None:
+        wandb.finish()
     return {"iterations": state["iteration"], "run_now": done_now, "policy_version": policy.version, "pool": state["pool"], "out": str(out)}
 
 

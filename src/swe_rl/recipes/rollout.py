@@ -19,6 +19,9 @@ from swe_rl.agent.loop import AgentConfig, Episode
 from swe_rl.types import Task
 
 SCRIPTED_GOLD = "scripted:gold"  # a ScriptedPolicy replaying each task's gold patch with the tools
+# A ScriptedPolicy solving synthesized tasks with steps a model can infer from its context (agent/demonstration.py)
+SCRIPTED_EXPLORE = "scripted:explore"
+SCRIPTED = (SCRIPTED_GOLD, SCRIPTED_EXPLORE)
 EXECUTORS = ("thread", "ray")  # where episodes, sandboxes and grading run: this machine, or a Ray cluster
 
 
@@ -33,27 +36,33 @@ class RolloutRun:
     wall_s: float
 
 
-def make_policy(model: str, tasks: Sequence[Task], *, device: str = "auto", cache: Path | None = None, tokenizer=None):
-    """A policy by name: `scripted:gold`, a bundled model name (`smollm2-135m`, `tiny`) or a HF directory.
+def make_policy(model: str, tasks: Sequence[Task], *, device: str = "auto", cache: Path | None = None, tokenizer=None,
+                window: int = AgentConfig.window):
+    """A policy by name: `scripted:gold`, `scripted:explore`, a bundled model name (`smollm2-135m`, `tiny`) or a HF directory.
 
-    tokenizer: for `scripted:gold`, the tokenizer its trajectories are written in (default SmolLM2's),
-    e.g. the one of the model that will be trained on them (recipes/rft.py).
+    tokenizer: for the scripted policies, the tokenizer their trajectories are written in (default SmolLM2's),
+    e.g. the one of the model that will be trained on them (recipes/rft.py). window: the viewer height
+    the episodes run with; `scripted:explore` checks its fix shows in it.
     """
-    if model == SCRIPTED_GOLD:
-        from swe_rl.agent.demonstration import gold_patch_actions
+    if model in SCRIPTED:
+        from swe_rl.agent.demonstration import definition_hits, explore_actions, gold_patch_actions, synthesized_function
         from swe_rl.policy.models import smollm2_tokenizer
         from swe_rl.policy.scripted import ScriptedPolicy
 
-        scripts = {t.problem_statement: gold_patch_actions(t) for t in tasks}
+        if model == SCRIPTED_GOLD:
+            scripts = {t.problem_statement: gold_patch_actions(t) for t in tasks}
+        else:
+            scripts = {t.problem_statement: explore_actions(t, definition_hits(t, synthesized_function(t)), window) for t in tasks}
 
         def action(k: int, prompt_text: str) -> str:
             # The first user message holds the issue: find the episode's task from it.
             for statement, actions in scripts.items():
                 if statement in prompt_text:
                     return actions[k] if k < len(actions) else actions[-1]
-            raise ValueError("scripted:gold: the prompt holds no known task's problem statement")
+            raise ValueError(f"{model}: the prompt holds no known task's problem statement")
 
-        return ScriptedPolicy(tokenizer if tokenizer is not None else smollm2_tokenizer(), action)
+        return ScriptedPolicy(tokenizer if tokenizer is not None else smollm2_tokenizer(), action,
+                              name="scripted" if model == SCRIPTED_GOLD else model)
     from swe_rl.policy.hf import HFPolicy
     from swe_rl.policy.models import resolve_model
 
@@ -74,6 +83,8 @@ def run_rollouts(
     quiet: bool | None = None,
     executor: str = "thread",
     ray_address: str | None = None,
+    sandbox: str = "local",  # "local" (bubblewrap) or "docker" (each task's image): episodes and grading
+    placement=None,  # a rollouts.ray_executor.RayPlacement for executor="ray" (its sandbox is replaced by `sandbox`)
 ) -> RolloutRun:
     from swe_rl.evaluation.progress import RolloutProgress
     from swe_rl.evaluation.report import compute_metrics
@@ -81,7 +92,7 @@ def run_rollouts(
 
     # With Ray, grading waits on remote tasks, so a grading thread per episode slot keeps the cluster busy.
     cfg = RolloutConfig(samples=samples, max_active=batch, seed=seed, workers=batch if executor == "ray" else 2)
-    with _episode_hooks(executor, policy, agent_cfg, cache, ray_address, batch) as hooks, \
+    with _episode_hooks(executor, policy, agent_cfg, cache, ray_address, batch, sandbox, placement) as hooks, \
             RolloutProgress(_episodes_to_run(tasks, samples, out, resume), quiet=quiet, description=f"rollouts of {policy.name}") as progress:
         result = collect(
             tasks,
@@ -119,16 +130,16 @@ def _episodes_to_run(tasks: Sequence[Task], samples: int, out: Path, resume: boo
 class LocalEpisodes:
     """The engine's hooks on this machine: sandboxes and grading in the engine's threads."""
 
-    def __init__(self, tokenizer, agent_cfg: AgentConfig, cache: Path | None) -> None:
+    def __init__(self, tokenizer, agent_cfg: AgentConfig, cache: Path | None, backend: str = "local") -> None:
+        from swe_rl.sandbox.docker import task_sandbox_for
         from swe_rl.sandbox.protocol import Limits
 
-        self.tokenizer, self.agent_cfg, self.cache = tokenizer, agent_cfg, cache
+        self.tokenizer, self.agent_cfg, self.cache, self.backend = tokenizer, agent_cfg, cache, backend
         self.limits = Limits(command_timeout_s=agent_cfg.command_timeout_s)
+        self._task_sandbox = task_sandbox_for(backend)  # checks the name before any episode starts
 
     def open_sandbox(self, task: Task):
-        from swe_rl.sandbox.environments import task_sandbox
-
-        return task_sandbox(task, self.cache, limits=self.limits)
+        return self._task_sandbox(task, self.cache, limits=self.limits)
 
     def start_episode(self, task: Task, sample_index: int, sandbox) -> Episode:
         return Episode(task, sandbox, self.tokenizer, self.agent_cfg, sample_index=sample_index)
@@ -136,22 +147,26 @@ class LocalEpisodes:
     def grade(self, task: Task, patch: str):
         from swe_rl.rewards.grading import grade
 
-        return grade(task, patch, cache=self.cache)
+        return grade(task, patch, cache=self.cache, backend=self.backend)
 
 
 @contextlib.contextmanager
-def _episode_hooks(executor: str, policy, agent_cfg: AgentConfig, cache: Path | None, ray_address: str | None, batch: int):
+def _episode_hooks(executor: str, policy, agent_cfg: AgentConfig, cache: Path | None, ray_address: str | None, batch: int,
+                   sandbox: str = "local", placement=None):
     if executor == "thread":
-        yield LocalEpisodes(policy.tokenizer, agent_cfg, cache)
+        yield LocalEpisodes(policy.tokenizer, agent_cfg, cache, backend=sandbox)
     elif executor == "ray":
         from swe_rl.paths import cache_dir
-        from swe_rl.rollouts.ray_executor import ray_episodes
+        from dataclasses import replace
+
+        from swe_rl.rollouts.ray_executor import RayPlacement, ray_episodes
         from swe_rl.sandbox.protocol import Limits
 
         # Ray workers may not share this process's environment ($SWE_RL_CACHE): the cache goes explicitly.
         limits = Limits(command_timeout_s=agent_cfg.command_timeout_s)
         with ray_episodes(policy.tokenizer, agent_cfg, Path(cache) if cache else cache_dir(), limits,
-                          address=ray_address, max_active=batch) as hooks:
+                          address=ray_address, max_active=batch,
+                          placement=replace(placement or RayPlacement(), sandbox=sandbox)) as hooks:
             yield hooks
     else:
         raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
@@ -176,6 +191,7 @@ class RunOptions:
     quiet: bool | None = None  # None: quiet when stdout is not a terminal
     executor: str = "thread"  # one of EXECUTORS
     ray_address: str | None = None
+    sandbox: str = "local"  # "local" (bubblewrap, prepared cache) or "docker" (each task's image)
 
     def agent_config(self) -> AgentConfig:
         return AgentConfig(max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, context_length=self.context_length)
@@ -194,7 +210,8 @@ def select_tasks(command: str, opts: RunOptions) -> list[Task]:
         tasks = [t for t in tasks if t.instance_id in set(opts.instances)]
     tasks = tasks[: opts.limit] if opts.limit else tasks
     try:
-        require_prepared(tasks, opts.cache)
+        if opts.sandbox == "local":  # docker images hold their environment: nothing to prepare
+            require_prepared(tasks, opts.cache)
     except EnvironmentNotPrepared as e:
         raise SystemExit(f"swe-rl {command}: {e}") from None
     return tasks
@@ -206,7 +223,8 @@ def rollout_cli(opts: RunOptions, samples: int, out: Path, *, resume: bool = Fal
     tasks = select_tasks("rollout", opts)
     policy = make_policy(opts.model, tasks, device=opts.device, cache=opts.cache)
     run = run_rollouts(tasks, policy, opts.agent_config(), out, samples=samples, batch=opts.batch, seed=opts.seed, resume=resume,
-                       cache=opts.cache, quiet=opts.quiet, executor=opts.executor, ray_address=opts.ray_address)
+                       cache=opts.cache, quiet=opts.quiet, executor=opts.executor, ray_address=opts.ray_address,
+                       sandbox=opts.sandbox)
     summary = summarize(run.metrics)
     if run.metrics.get("episode_generation_s"):
         summary["tokens/s (generation)"] = f"{run.metrics['completion_tokens']['total'] / run.metrics['episode_generation_s']:.1f}"

@@ -47,22 +47,23 @@ class GradeRun:
     test_command: str = ""
 
 
-def grade(task: Task, patch: str, *, cache: Path | None = None, timeout_s: float = 600.0) -> Grade:
-    """Grade `patch` against `task` in a fresh sandbox. Never raises for a bad patch or a broken sandbox."""
-    return grade_run(task, patch, cache=cache, timeout_s=timeout_s).grade
+def grade(task: Task, patch: str, *, cache: Path | None = None, timeout_s: float = 600.0, backend: str = "local") -> Grade:
+    """Grade `patch` against `task` in a fresh sandbox of `backend` ("local" or "docker": a fresh container
+    of the task's image). Never raises for a bad patch or a broken sandbox."""
+    return grade_run(task, patch, cache=cache, timeout_s=timeout_s, backend=backend).grade
 
 
 def grade_run(task: Task, patch: str, *, cache: Path | None = None, timeout_s: float = 600.0,
-              sandbox: Sandbox | None = None, restore_tests: bool = True) -> GradeRun:
+              sandbox: Sandbox | None = None, restore_tests: bool = True, backend: str = "local") -> GradeRun:
     """Like `grade`, keeping the log. `sandbox` (fresh, at the base state) replaces starting one;
     it is closed afterwards. `restore_tests=False` exists only to demonstrate reward hacks."""
     start = time.monotonic()
     try:
         if sandbox is None:
-            from swe_rl.sandbox.environments import task_sandbox
+            from swe_rl.sandbox.docker import task_sandbox_for
 
             limits = Limits(command_timeout_s=timeout_s, cpu_seconds=int(timeout_s) + 60)
-            sandbox = task_sandbox(task, cache, limits=limits, tools=False)
+            sandbox = task_sandbox_for(backend)(task, cache, limits=limits, tools=False)
         with sandbox:
             run = _grade_in(sandbox, task, patch, timeout_s, restore_tests)
     except Exception as e:  # noqa: BLE001 - the boundary: any failure of ours is an "error" grade, with its cause
@@ -73,11 +74,19 @@ def grade_run(task: Task, patch: str, *, cache: Path | None = None, timeout_s: f
 
 
 def grade_cli(tasks: str, preds: Path, out: Path, *, cache: Path | None = None, skip_invalid: bool = False,
-              jobs: int = 2) -> int:
+              jobs: int = 2, backend: str = "local") -> int:
     """`swe-rl grade` (implemented in predictions.py, which builds on this module)."""
-    from swe_rl.rewards.predictions import grade_cli as cli
+    from swe_rl.rewards import predictions
 
-    return cli(tasks, preds, out, cache=cache, skip_invalid=skip_invalid, jobs=jobs)
+    if backend == "local":
+        return predictions.grade_cli(tasks, preds, out, cache=cache, skip_invalid=skip_invalid, jobs=jobs)
+    from swe_rl.tasks.loaders import load_tasks
+
+    summary = predictions.grade_predictions(
+        load_tasks(tasks, skip_invalid=skip_invalid), predictions.load_predictions(preds), Path(out), cache=cache,
+        jobs=jobs, grader=lambda task, patch: grade_run(task, patch, cache=cache, backend=backend))
+    predictions.print_summary(summary, Path(out))
+    return 1 if summary["error_ids"] or summary["unknown_ids"] else 0
 
 
 def _sh(sandbox: Sandbox, command: str, timeout: float = 60.0, *, what: str) -> tuple[int, str]:

@@ -1,7 +1,8 @@
 """The paper's curation funnel on any task set: `swe-rl tasks filter FILE --out KEPT`.
 
 PAPER.md section 3 filtered SWE-rebench 21,336 -> 7,249 tasks. In order: patch limits
-(<= 7 files, < 500 changed lines), duplicates (same repository and gold patch), tests that
+(<= 7 files, < 500 changed lines), duplicates (same repository and gold patch), optionally an
+LLM clarity score (tasks/clarity.py; the worst score, 3, is dropped), tests that
 fail for environment or import reasons, tests that flip over N gold reruns (flaky ids are
 dropped; the task goes when FAIL_TO_PASS would be empty), gold patches that do not resolve.
 Each grading is a fresh run of rewards/grading.py, exactly what RL rewards will see.
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from swe_rl.rewards.grading import GradeRun, grade_run
+from swe_rl.tasks.clarity import ClarityScorer
 from swe_rl.types import Task
 
 MAX_FILES = 7
@@ -41,8 +44,12 @@ def environment_problem(run: GradeRun, task: Task) -> str:
     return ""
 
 
-def funnel(tasks: list[Task], *, reruns: int = 3, cache: Path | None = None, on_task=None) -> tuple[list[Task], list[dict]]:
-    """(kept tasks, funnel steps [{step, kept, dropped: {instance_id: reason}}])."""
+def funnel(tasks: list[Task], *, reruns: int = 3, cache: Path | None = None, on_task=None, jobs: int = 1,
+           clarity: ClarityScorer | None = None) -> tuple[list[Task], list[dict]]:
+    """(kept tasks, funnel steps [{step, kept, dropped: {instance_id: reason}}]).
+
+    `jobs` gold gradings run at once; `clarity` adds the LLM clarity step (after duplicates).
+    """
     steps: list[dict] = [{"step": "input", "kept": len(tasks), "dropped": {}}]
 
     def step(name: str, kept: list[Task], dropped: dict[str, str]) -> list[Task]:
@@ -72,17 +79,32 @@ def funnel(tasks: list[Task], *, reruns: int = 3, cache: Path | None = None, on_
             unique.append(t)
     tasks = step("duplicates", unique, dropped)
 
+    if clarity is not None:  # before grading: an unclear task is not worth its reruns
+        scores = clarity.score_all(tasks)
+        dropped = {t.instance_id: f"clarity score {scores[t.instance_id].score} >= {clarity.drop}"
+                   for t in tasks if clarity.drops(scores[t.instance_id])}
+        unscored = {t.instance_id: scores[t.instance_id].reply[:200] for t in tasks if scores[t.instance_id].score is None}
+        tasks = [replace(t, extra={**t.extra, "clarity": scores[t.instance_id].to_dict()})
+                 for t in tasks if t.instance_id not in dropped]
+        step(f"LLM clarity score < {clarity.drop}", tasks, dropped)
+        steps[-1]["unscored_kept"] = unscored  # the documented rule: no score -> kept, and listed here
+
+    def gold_runs(t: Task) -> list[GradeRun]:
+        return [grade_run(t, t.patch, cache=cache) for _ in range(reruns)]
+
     runs: dict[str, list[GradeRun]] = {}
     env_dropped, env_ok = {}, []
-    for t in tasks:
-        runs[t.instance_id] = [grade_run(t, t.patch, cache=cache) for _ in range(reruns)]
-        problem = next((p for r in runs[t.instance_id] if (p := environment_problem(r, t))), "")
-        if problem:
-            env_dropped[t.instance_id] = f"environment: {problem}"
-        else:
-            env_ok.append(t)
-        if on_task is not None:
-            on_task(t)
+    # Grading is subprocess-bound (one sandbox per run): threads overlap it; results are read in input order.
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for t, task_runs in zip(tasks, pool.map(gold_runs, tasks)):
+            runs[t.instance_id] = task_runs
+            problem = next((p for r in task_runs if (p := environment_problem(r, t))), "")
+            if problem:
+                env_dropped[t.instance_id] = f"environment: {problem}"
+            else:
+                env_ok.append(t)
+            if on_task is not None:
+                on_task(t)
     tasks = step("environment / import errors", env_ok, env_dropped)
 
     dropped, stable = {}, []
@@ -124,7 +146,8 @@ def _resolved_without(run: GradeRun, flaky: set[str]) -> bool:
 
 
 def filter_cli(file: str, *, out: Path, funnel_out: Path | None = None, reruns: int = 3, cache: Path | None = None,
-               skip_invalid: bool = False) -> int:
+               skip_invalid: bool = False, jobs: int = 1, llm_url: str | None = None, llm_model: str = "default",
+               clarity_drop: int = 3) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -140,7 +163,8 @@ def filter_cli(file: str, *, out: Path, funnel_out: Path | None = None, reruns: 
             done[0] += 1
             status.update(f"graded {done[0]} tasks ({task.instance_id}), {reruns} runs each")
 
-        kept, steps = funnel(tasks, reruns=reruns, cache=cache, on_task=tick)
+        clarity = ClarityScorer(llm_url, llm_model, drop=clarity_drop, cache=cache) if llm_url else None
+        kept, steps = funnel(tasks, reruns=reruns, cache=cache, on_task=tick, jobs=jobs, clarity=clarity)
     write_tasks(kept, out)
     table = Table(title=f"curation funnel: {file}")
     for col in ("step", "kept", "dropped"):
@@ -150,5 +174,9 @@ def filter_cli(file: str, *, out: Path, funnel_out: Path | None = None, reruns: 
     Console().print(table)
     funnel_out = funnel_out or out.with_name(out.stem + ".funnel.json")
     funnel_out.write_text(json.dumps({"source": str(file), "reruns": reruns, "steps": steps}, indent=2) + "\n")
+    if clarity is not None:
+        unscored = sum(len(s.get("unscored_kept", {})) for s in steps)
+        console.print(f"clarity: {clarity.asked} asked ({len(tasks) - clarity.asked} from the cache at most), "
+                      f"{unscored} unscored replies kept", highlight=False)
     console.print(f"{len(kept)}/{len(tasks)} tasks kept -> {out}; funnel -> {funnel_out}", highlight=False)
     return 0

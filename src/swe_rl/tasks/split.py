@@ -1,12 +1,15 @@
-"""Train / held-out splits of a task set: `swe-rl tasks split FILE --by repo|seed`.
+"""Train / held-out splits of a task set: `swe-rl tasks split FILE --by repo|function|seed`.
 
 By repository, whole repositories go to one side (no repository on both sides), chosen in a
-seeded order until the held-out side holds the wanted fraction of tasks; by seed, tasks are
-shuffled and cut. Held-out tasks are never to be used for training or pool filtering.
+seeded order until the held-out side holds the wanted fraction of tasks; by function, each mutated
+function of synthesized tasks (repository + function) is held out when a seeded hash of its name
+falls below the fraction, so synthesizing more tasks never moves a function across the split; by
+seed, tasks are shuffled and cut. Held-out tasks are never to be used for training or pool filtering.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -16,7 +19,15 @@ from swe_rl.tasks.schema import task_to_record
 from swe_rl.types import Task
 
 
-def split_tasks(tasks: list[Task], *, by: Literal["repo", "seed"], heldout_fraction: float,
+def function_key(task: Task) -> str:
+    """`repo:function` of a synthesized task (tasks/synthesize.py records the mutated function)."""
+    function = (task.extra.get("synthesis") or {}).get("function")
+    if not function:
+        raise ValueError(f"task {task.instance_id}: --by function needs synthesized tasks (no extra.synthesis.function)")
+    return f"{task.repo}:{function}"
+
+
+def split_tasks(tasks: list[Task], *, by: Literal["repo", "function", "seed"], heldout_fraction: float,
                 seed: int = 0) -> tuple[list[Task], list[Task]]:
     """(train, heldout), each in the input order."""
     if not 0.0 < heldout_fraction < 1.0:
@@ -41,8 +52,16 @@ def split_tasks(tasks: list[Task], *, by: Literal["repo", "seed"], heldout_fract
             held_repos.add(r)
             count += sizes[r]
         held = {t.instance_id for t in tasks if t.repo in held_repos}
+    elif by == "function":
+        def unit(key: str) -> float:  # a uniform number in [0, 1) per (seed, function)
+            return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16) / 16**12
+
+        held = {t.instance_id for t in tasks if unit(function_key(t)) < heldout_fraction}
+        if not held or len(held) == len(tasks):
+            raise ValueError(f"--by function: every one of the {len({function_key(t) for t in tasks})} functions fell on "
+                             "one side; try another seed or more tasks")
     else:
-        raise ValueError(f"unknown split {by!r} (expected 'repo' or 'seed')")
+        raise ValueError(f"unknown split {by!r} (expected 'repo', 'function' or 'seed')")
     return [t for t in tasks if t.instance_id not in held], [t for t in tasks if t.instance_id in held]
 
 
@@ -53,7 +72,7 @@ def write_tasks(tasks: list[Task], path: Path) -> None:
             f.write(json.dumps(task_to_record(t), ensure_ascii=False) + "\n")
 
 
-def split_cli(file: str, *, by: Literal["repo", "seed"], heldout_fraction: float, out_train: Path, out_heldout: Path,
+def split_cli(file: str, *, by: Literal["repo", "function", "seed"], heldout_fraction: float, out_train: Path, out_heldout: Path,
               seed: int = 0) -> int:
     from rich.console import Console
 

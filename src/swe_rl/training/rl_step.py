@@ -4,7 +4,9 @@ Trajectories (with their group advantages) become packed rows; the DAPO loss com
 trainer's log-probs with the sampler's (the "old" policy), token-level mean over each optimizer
 step's action tokens, so micro-batching changes nothing. Before any update the trainer
 recomputes the old log-probs itself and reports the trainer-vs-sampler gap; an optional
-truncated importance-sampling (TIS) weight corrects for that gap.
+truncated importance-sampling (TIS) weight corrects for that gap. With a `DataParallel` group
+(training/distributed.py) each rank trains on its share of every step, normalised by the step's
+global token count, so the update equals the single-process one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
+from swe_rl.training.distributed import DataParallel, clip_grad_norm, idle_pass, micro_batch_plan
 from swe_rl.training.logprobs import packed_token_logprobs
 from swe_rl.training.losses import get_loss
 from swe_rl.training.packing import PackedBatch, collate, first_fit_decreasing
@@ -37,7 +40,11 @@ class RLExample:
     def from_trajectory(cls, t: Trajectory, advantage: float) -> RLExample:
         if not (len(t.token_ids) == len(t.loss_mask) == len(t.sampler_logprobs)):
             raise ValueError(f"trajectory {t.instance_id}#{t.sample_index}: token_ids, loss_mask and sampler_logprobs differ in length")
-        return cls(list(t.token_ids), list(t.loss_mask), list(t.sampler_logprobs), float(advantage))
+        # Tokens after the last action token carry no loss and attend to nothing trained: drop them. The
+        # last observation is one (appended before the context check), so this also keeps every example
+        # within the context length it was sampled under, i.e. the packed row length.
+        end = max((i + 1 for i, m in enumerate(t.loss_mask) if m), default=len(t.token_ids))
+        return cls(list(t.token_ids[:end]), list(t.loss_mask[:end]), list(t.sampler_logprobs[:end]), float(advantage))
 
 
 @dataclass(frozen=True)
@@ -70,13 +77,16 @@ def _layout(batch: PackedBatch, per_example: Sequence[Sequence[float] | torch.Te
 
 
 @torch.no_grad()
-def trainer_logprobs(model: torch.nn.Module, examples: Sequence[RLExample], max_seq_len: int, *, micro_batch_rows: int = 1, pad_id: int = 0) -> list[torch.Tensor]:
+def trainer_logprobs(model: torch.nn.Module, examples: Sequence[RLExample], max_seq_len: int, *, micro_batch_rows: int = 1, pad_id: int = 0,
+                     dp: DataParallel | None = None) -> list[torch.Tensor]:
     """Each example's per-token log-probs under the model's current weights ([n] float32, CPU)."""
     device = next(model.parameters()).device
     rows = first_fit_decreasing([len(e) for e in examples], max_seq_len)
     out: list[torch.Tensor | None] = [None] * len(examples)
-    for i in range(0, len(rows), micro_batch_rows):
-        chunk = rows[i : i + micro_batch_rows]
+    for chunk in micro_batch_plan(rows, micro_batch_rows, dp):
+        if not chunk:  # this rank has no rows left; the others still need its FSDP collectives
+            idle_pass(model, backward=False, pad_id=pad_id)
+            continue
         batch = collate(examples, chunk, pad_id=pad_id).to(device)
         with _autocast(device):
             lp = packed_token_logprobs(model, batch).float().cpu()
@@ -85,10 +95,14 @@ def trainer_logprobs(model: torch.nn.Module, examples: Sequence[RLExample], max_
     return out  # type: ignore[return-value]
 
 
-def logprob_gap(examples: Sequence[RLExample], trainer_lps: Sequence[torch.Tensor]) -> dict[str, float]:
+def logprob_gap(examples: Sequence[RLExample], trainer_lps: Sequence[torch.Tensor], dp: DataParallel | None = None) -> dict[str, float]:
     """Mean and max |trainer - sampler| log-prob over action tokens (0 when both run the same weights)."""
     diffs = [(lp - torch.tensor(e.sampler_logprobs))[torch.tensor(e.loss_mask, dtype=torch.bool)].abs() for e, lp in zip(examples, trainer_lps)]
     flat = torch.cat(diffs) if diffs else torch.zeros(0)
+    if dp is not None and dp.enabled:  # over every rank's examples
+        total, n = dp.sum([float(flat.sum()), flat.numel()])
+        top = dp.max([float(flat.max()) if flat.numel() else 0.0])[0]
+        return {"logprob_gap_mean": total / n if n else 0.0, "logprob_gap_max": top}
     if flat.numel() == 0:
         return {"logprob_gap_mean": 0.0, "logprob_gap_max": 0.0}
     return {"logprob_gap_mean": float(flat.mean()), "logprob_gap_max": float(flat.max())}
@@ -106,15 +120,23 @@ def accumulate_step(
     *,
     weights: Sequence[torch.Tensor] | None = None,
     pad_id: int = 0,
+    dp: DataParallel | None = None,
 ) -> dict[str, float]:
-    """Forward + backward of one optimizer step's examples (gradients accumulate into .grad)."""
+    """Forward + backward of one optimizer step's examples (gradients accumulate into .grad).
+
+    With `dp`, `examples` are this rank's share of the step and the metrics are the whole step's.
+    """
     device = next(model.parameters()).device
     loss_fn = get_loss(cfg.loss)
     total = sum(sum(e.loss_mask) for e in examples)
+    if dp is not None and dp.enabled:
+        total = int(dp.sum([total])[0])  # the GLOBAL count: a per-rank one would weight ranks unequally
     rows = first_fit_decreasing([len(e) for e in examples], cfg.max_seq_len)
     sums = {"loss": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0, "approx_kl": 0.0}
-    for i in range(0, len(rows), cfg.micro_batch_rows):
-        chunk = rows[i : i + cfg.micro_batch_rows]
+    for chunk in micro_batch_plan(rows, cfg.micro_batch_rows, dp):
+        if not chunk:
+            idle_pass(model, backward=True, pad_id=pad_id)
+            continue
         order = [j for row in chunk for j in row]  # collate numbers spans in this order
         batch = collate(examples, chunk, pad_id=pad_id)
         old = _layout(batch, [examples[j].sampler_logprobs for j in order])
@@ -133,9 +155,13 @@ def accumulate_step(
         n = float(stats["num_tokens"])
         for k in ("clip_frac_low", "clip_frac_high", "approx_kl"):
             sums[k] += float(stats[k]) * n  # per micro-batch means -> token-weighted over the step
+    counts = {"trajectories": len(examples), "rows": len(rows)}
+    if dp is not None and dp.enabled:
+        sums = dict(zip(sums, dp.sum(list(sums.values()))))
+        counts = {k: int(v) for k, v in zip(counts, dp.sum(list(counts.values())))}
     for k in ("clip_frac_low", "clip_frac_high", "approx_kl"):
         sums[k] /= max(total, 1)
-    return {**sums, "action_tokens": total, "trajectories": len(examples), "rows": len(rows)}
+    return {**sums, "action_tokens": total, **counts}
 
 
 def rl_update(
@@ -145,36 +171,47 @@ def rl_update(
     cfg: UpdateConfig,
     *,
     pad_id: int = 0,
+    dp: DataParallel | None = None,
 ) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """One pass over `examples` in ceil(n / batch_size) optimizer steps, in the given order.
 
     Returns (one metrics dict per optimizer step, batch-level metrics: log-prob gap, TIS weights,
-    a Monte-Carlo entropy estimate). The caller shuffles `examples` if it wants a random order.
+    `entropy` (a Monte-Carlo estimate from the sampled tokens), time to recompute the old log-probs).
+    The caller shuffles `examples` if it wants a random order.
+    dp: every rank passes the same `examples`; each trains on its `dp.split` of every step.
     """
     if not examples:
         return [], {}
     model.train()
-    old = trainer_logprobs(model, examples, cfg.max_seq_len, micro_batch_rows=cfg.micro_batch_rows, pad_id=pad_id)
-    batch_metrics: dict[str, Any] = logprob_gap(examples, old)
+    started = time.perf_counter()
+    plan = [list(range(s, min(s + cfg.batch_size, len(examples)))) for s in range(0, len(examples), cfg.batch_size)]
+    if dp is not None and dp.enabled:
+        plan = [[idx[k] for k in dp.split([len(examples[i]) for i in idx])] for idx in plan]
+    local = [i for idx in plan for i in idx]  # this rank's examples (all of them in a single process)
+    old = dict(zip(local, trainer_logprobs(model, [examples[i] for i in local], cfg.max_seq_len, micro_batch_rows=cfg.micro_batch_rows, pad_id=pad_id, dp=dp)))
+    batch_metrics: dict[str, Any] = logprob_gap([examples[i] for i in local], [old[i] for i in local], dp)
     action = torch.cat([torch.tensor(e.sampler_logprobs)[torch.tensor(e.loss_mask, dtype=torch.bool)] for e in examples])
     # E[-log p(sampled token)] is an unbiased estimate of the sampler's per-token entropy, for free.
-    batch_metrics["entropy_mc"] = float(-action.mean()) if action.numel() else 0.0
-    weights = None
+    batch_metrics["entropy"] = float(-action.mean()) if action.numel() else 0.0
+    batch_metrics["recompute_logprobs_s"] = time.perf_counter() - started
+    weights: dict[int, torch.Tensor] | None = None
     if cfg.tis_cap > 0:
-        weights = tis_weights(examples, old, cfg.tis_cap)
-        w = torch.cat([wt[torch.tensor(e.loss_mask, dtype=torch.bool)] for e, wt in zip(examples, weights)])
-        batch_metrics["tis_weight_mean"] = float(w.mean()) if w.numel() else 1.0
-        batch_metrics["tis_capped_frac"] = float((w >= cfg.tis_cap).float().mean()) if w.numel() else 0.0
+        weights = dict(zip(local, tis_weights([examples[i] for i in local], [old[i] for i in local], cfg.tis_cap)))
+        w = torch.cat([weights[i][torch.tensor(examples[i].loss_mask, dtype=torch.bool)] for i in local] or [torch.zeros(0)])
+        w_sum, capped, n = float(w.sum()), float((w >= cfg.tis_cap).sum()), float(w.numel())
+        if dp is not None and dp.enabled:
+            w_sum, capped, n = dp.sum([w_sum, capped, n])
+        batch_metrics["tis_weight_mean"] = w_sum / n if n else 1.0
+        batch_metrics["tis_capped_frac"] = capped / n if n else 0.0
     params = [p for p in model.parameters() if p.requires_grad]
     steps = []
-    for start in range(0, len(examples), cfg.batch_size):
+    for idx in plan:
         t0 = time.perf_counter()
-        idx = range(start, min(start + cfg.batch_size, len(examples)))
-        m = accumulate_step(model, [examples[i] for i in idx], cfg, weights=[weights[i] for i in idx] if weights else None, pad_id=pad_id)
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        m = accumulate_step(model, [examples[i] for i in idx], cfg, weights=[weights[i] for i in idx] if weights else None, pad_id=pad_id, dp=dp)
+        norm = clip_grad_norm(params, cfg.grad_clip, dp)  # the global norm, over every rank's shard
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        m.update(grad_norm=float(norm), lr=optimizer.param_groups[0]["lr"], step_s=time.perf_counter() - t0)
+        m.update(grad_norm=norm, lr=optimizer.param_groups[0]["lr"], step_s=time.perf_counter() - t0)
         steps.append(m)
     model.eval()
     return steps, batch_metrics

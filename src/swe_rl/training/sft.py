@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from swe_rl.training.checkpoint import export_model, latest_checkpoint, load_checkpoint, save_checkpoint
+from swe_rl.training.distributed import DataParallel, enable_activation_checkpointing, idle_pass, micro_batch_plan
 from swe_rl.training.logprobs import attn_implementation, masked_nll_sum
 from swe_rl.training.metrics_log import MetricsLogger
 from swe_rl.training.packing import FLASH, collate, first_fit_decreasing
@@ -87,34 +88,42 @@ def examples_digest(examples: Sequence[SFTExample]) -> str:
     return h.hexdigest()[:16]
 
 
-def train_step(model: torch.nn.Module, examples: Sequence[SFTExample], cfg: SFTConfig, *, pad_id: int = 0) -> dict[str, float]:
-    """Forward + backward of one global batch (gradients accumulate into .grad); returns its metrics."""
+def train_step(model: torch.nn.Module, examples: Sequence[SFTExample], cfg: SFTConfig, *, pad_id: int = 0,
+               dp: DataParallel | None = None) -> dict[str, float]:
+    """Forward + backward of one global batch (gradients accumulate into .grad); returns its metrics.
+
+    With `dp` (training/distributed.py), `examples` are this rank's `dp.split` of the batch: the loss
+    is divided by the batch's GLOBAL target-token count and the metrics are the whole batch's.
+    """
     device = next(model.parameters()).device
     rows = first_fit_decreasing([len(e) for e in examples], cfg.max_seq_len)
     total = sum(e.num_loss_tokens for e in examples)
+    if dp is not None and dp.enabled:
+        total = int(dp.sum([total])[0])
     loss_sum, real, processed = 0.0, 0, 0
     # bf16 compute with float32 master weights: lr 5e-6 updates are below bf16's resolution.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    for i in range(0, len(rows), cfg.micro_batch_rows):
-        batch = collate(examples, rows[i : i + cfg.micro_batch_rows], pad_id=pad_id).to(device)
+    for chunk in micro_batch_plan(rows, cfg.micro_batch_rows, dp):
+        if not chunk:  # FSDP: this rank's rows ran out, the others' collectives still need it
+            idle_pass(model, backward=True, pad_id=pad_id)
+            continue
+        batch = collate(examples, chunk, pad_id=pad_id).to(device)
         with autocast:
             nll, _ = masked_nll_sum(model, batch)
         (nll / max(total, 1)).backward()
         loss_sum += float(nll.detach())
         real += batch.num_real_tokens
         processed += batch.num_real_tokens if attn_implementation(model) in FLASH else batch.num_tokens
-    return {"loss": loss_sum / max(total, 1), "loss_tokens": total, "real_tokens": real, "processed_tokens": processed, "rows": len(rows)}
+    sums = [loss_sum, float(real), float(processed), float(len(rows))]
+    if dp is not None and dp.enabled:
+        sums = dp.sum(sums)
+    return {"loss": sums[0] / max(total, 1), "loss_tokens": total, "real_tokens": int(sums[1]), "processed_tokens": int(sums[2]), "rows": int(sums[3])}
 
 
 def prepare_for_training(model: torch.nn.Module, cfg: SFTConfig) -> torch.nn.Module:
     """Gradient checkpointing and LoRA as configured; returns the model to train (a PeftModel with LoRA)."""
     if cfg.gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        model.config.use_cache = False
+        enable_activation_checkpointing(model)
     if cfg.lora_rank > 0:
         try:
             from peft import LoraConfig, get_peft_model

@@ -1,0 +1,52 @@
+"""recipes/rollout.make_policy's `scripted:explore`: it resolves synthesized tasks with steps read off its context."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from swe_rl.agent.demonstration import definition_hits, explore_plan, synthesized_function
+from swe_rl.agent.loop import AgentConfig
+from swe_rl.agent.parser import parse_action
+from swe_rl.recipes.rollout import make_policy, run_rollouts
+from swe_rl.rollouts.store import read_trajectories
+from swe_rl.tasks.loaders import load_tasks
+from tests.tasks.conftest import synth  # noqa: F401  (the session fixture: tasks synthesized from a tiny package)
+
+pytestmark = pytest.mark.slow  # synthesizes tasks (a venv and test-suite runs), then runs and grades episodes
+
+
+def test_scripted_explore_resolves_the_family_from_its_context(synth, tmp_path):  # noqa: F811
+    cfg = AgentConfig(max_turns=5, window=12, prompts_dir="configs/prompts_compact")
+    tasks = []
+    for t in load_tasks(synth["out"]):
+        try:
+            explore_plan(t, definition_hits(t, synthesized_function(t)), cfg.window)
+            tasks.append(t)
+        except ValueError:
+            pass
+    assert len(tasks) >= 2, "the tiny package's tasks name their functions: most must be explorable"
+    out = tmp_path / "traj.jsonl"
+    run = run_rollouts(tasks, make_policy("scripted:explore", tasks, window=cfg.window), cfg, out, samples=1,
+                       cache=synth["cache"], quiet=True)
+    assert run.metrics["pass_at_1"]["mean"] == 1.0
+    for traj in read_trajectories(out):
+        statement, turns = traj.messages[1]["content"], traj.turns
+        commands = [parse_action(t.response).command for t in turns]
+        assert [c.split()[0] for c in commands] == ["search_file", "open", "edit", "submit"]
+        name = re.match(r'search_file "def (\w+)\(" \.', commands[0])[1]
+        assert name in statement  # step 1: the function the issue names
+        _, path, line = commands[1].split()
+        assert f"{path}:{line}:def {name}(" in turns[0].observation  # step 2: a search hit
+        start, end = map(int, re.match(r"edit (\d+):(\d+)", commands[2]).groups())
+        shown = {int(n) for n in re.findall(r"^(\d+):", turns[1].observation, re.M)}
+        assert set(range(start, end + 1)) <= shown  # step 3: lines the open window shows
+
+
+def test_scripted_explore_refuses_a_task_it_cannot_solve_from_its_context(synth):  # noqa: F811
+    from dataclasses import replace
+
+    task = replace(load_tasks(synth["out"])[0], problem_statement="Something is wrong.")
+    with pytest.raises(ValueError, match="does not name the mutated function"):
+        make_policy("scripted:explore", [task])
