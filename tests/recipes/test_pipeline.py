@@ -55,6 +55,15 @@ def test_a_config_typo_is_an_error_naming_the_key():
         main(["run", str(SMOKE), "--set", "rl.stagez=[]"])
 
 
+def test_demo_is_the_demo_preset_and_checks_its_overrides_first(tmp_path):
+    from swe_rl.recipes.demo import DEMO_CONFIG
+
+    assert DEMO_CONFIG == PRESETS / "demo.yaml"
+    with pytest.raises(SystemExit, match=r"swe-rl demo: .*unknown key\(s\) runz"):
+        main(["demo", "--out", str(tmp_path / "demo"), "--set", "eval.runz=1"])
+    assert not (tmp_path / "demo").exists()
+
+
 def test_a_field_the_pipeline_sets_is_an_error_in_a_recipe_section():
     with pytest.raises(ConfigError, match=r"rft\.model is set by the pipeline"):
         load_config(PipelineConfig, SMOKE, ["rft.model=tiny"])

@@ -125,8 +125,8 @@ def _varied_turns_overrides(tasks, out, *, iterations: int, samples: int = 4, th
     from swe_rl.sandbox.environments import task_sandbox
     from swe_rl.types import Completion
 
-    max_new = 32
-    agent = RLConfig(max_new_tokens=max_new).agent(Stage(max_turns=3, context_length=100_000))
+    max_new, prompts = 32, CONFIGS / "prompts_compact"  # the compact prompts: ~550 tokens instead of ~860
+    agent = RLConfig(max_new_tokens=max_new, prompts_dir=str(prompts)).agent(Stage(max_turns=3, context_length=100_000))
     tok = AutoTokenizer.from_pretrained(resolve_model("tiny"))
     reply = tok("no command here")["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
     budget = 0
@@ -139,7 +139,7 @@ def _varied_turns_overrides(tasks, out, *, iterations: int, samples: int = 4, th
     ids = json.dumps([t.instance_id for t in tasks])
     return [
         "model=tiny", f"out={out}", f"samples={samples}", f"max_new_tokens={max_new}", "penalty_start=1", "tensorboard=false",
-        f"lr={lr}", "command_timeout_s=30", f"instances={ids}",
+        f"lr={lr}", "command_timeout_s=30", f"instances={ids}", f"prompts_dir={prompts}",
         f"stages=[{{iterations: {iterations}, max_turns: 3, context_length: {budget}, problems_per_iteration: {len(tasks)}, batch_size: 1}}]",
     ]
 
@@ -221,6 +221,7 @@ def test_sync_policy_pushes_weights_to_a_separate_sampler_and_bumps_its_version(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~2 min on 2 idle cores; far longer on a shared, loaded machine
 def test_sigkill_mid_iteration_then_resume_ends_with_the_weights_of_an_uninterrupted_run(bundled_tasks, tmp_path):
     """`swe-rl rl` killed with SIGKILL during iteration 2's rollouts, resumed to the end, against the same
     seed run without interruption (both as processes, at once). Tolerance: 1e-6 absolute on every float32

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from swe_rl.training.distributed import SINGLE, DataParallel, full_state_dict, micro_batch_plan
-from swe_rl.training.rl_step import RLExample, UpdateConfig, accumulate_step, rl_update, trainer_logprobs
+from swe_rl.training.rl_step import RLExample, UpdateConfig, accumulate_step, rl_update, tis_weights, trainer_logprobs
 from swe_rl.training.sft import SFTConfig
 from swe_rl.training.sft_data import SFTExample
 
@@ -28,7 +28,7 @@ LR = 0.5
 # so both idle paths (a missing micro-batch, a rank without tokens) run.
 LENGTHS = [40, 30, 25, 20, 20, 20, 35]
 ADVANTAGES = [1.0, -0.5, 2.0, -1.5, 0.7, -1.0, 1.2]
-CFG = UpdateConfig(batch_size=3, max_seq_len=48, micro_batch_rows=1, grad_clip=1.0)
+CFG = UpdateConfig(batch_size=3, max_seq_len=48, micro_batch_rows=1, grad_clip=1.0, tis_cap=1.2)  # TIS on: per-rank weights
 SFT_CFG = SFTConfig(batch_size=3, max_seq_len=48, micro_batch_rows=1, grad_clip=1.0)
 
 
@@ -46,11 +46,12 @@ def _examples(model) -> list[RLExample]:
 def _per_rank_normalised_update(model, examples, world: int) -> None:
     """The bug the distributed step must not have: each rank divides by its own token count, FSDP averages."""
     opt = torch.optim.SGD(model.parameters(), lr=LR)
+    weights = tis_weights(examples, trainer_logprobs(model, examples, CFG.max_seq_len), CFG.tis_cap)
     for start in range(0, len(examples), CFG.batch_size):
         idx = list(range(start, min(start + CFG.batch_size, len(examples))))
         for r in range(world):
-            share = DataParallel(rank=r, world_size=world).split([len(examples[i]) for i in idx])
-            accumulate_step(model, [examples[idx[k]] for k in share], CFG)
+            share = [idx[k] for k in DataParallel(rank=r, world_size=world).split([len(examples[i]) for i in idx])]
+            accumulate_step(model, [examples[i] for i in share], CFG, weights=[weights[i] for i in share])
         for p in model.parameters():
             p.grad /= world
         torch.nn.utils.clip_grad_norm_(list(model.parameters()), CFG.grad_clip)
@@ -70,6 +71,18 @@ def test_split_balances_tokens_and_partitions_the_step():
 def test_single_process_plan_has_no_idle_micro_batches():
     assert micro_batch_plan([[0], [1], [2]], 2, SINGLE) == [[[0], [1]], [[2]]]
     assert micro_batch_plan([], 1, None) == []
+
+
+def test_without_torchrun_it_is_the_single_process(monkeypatch):
+    from swe_rl.training.distributed import init_distributed
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    dp = init_distributed("gloo")
+    assert (dp.rank, dp.world_size, dp.enabled, dp.is_main) == (0, 1, False, True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="RANK is not set.*torchrun"):
+        init_distributed("gloo")
 
 
 @pytest.mark.slow
@@ -99,7 +112,9 @@ def test_two_gloo_ranks_equal_one_process(tiny_model, tmp_path):
         assert got["loss"] == pytest.approx(want["loss"], abs=1e-6)
         assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-5)
         assert got["clip_frac_high"] == pytest.approx(want["clip_frac_high"], abs=1e-6)
-    assert result["batch"]["logprob_gap_mean"] == pytest.approx(ref_batch["logprob_gap_mean"], abs=1e-6)
+    for k in ("logprob_gap_mean", "logprob_gap_max", "tis_weight_mean", "tis_capped_frac"):
+        assert result["batch"][k] == pytest.approx(ref_batch[k], abs=1e-6), k
+    assert 0 < ref_batch["tis_capped_frac"] < 1  # the cap bites on some tokens only
     assert max(s["grad_norm"] for s in ref_steps) > CFG.grad_clip  # clipping (the global norm over shards) ran
 
     changed = max(float((ref[k] - v).abs().max()) for k, v in model.state_dict().items())

@@ -132,7 +132,11 @@ class VLLMPolicy:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
             os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            os.environ["CUDA_VISIBLE_DEVICES"] = self.config.device.split(":")[1]
+            index = int(self.config.device.split(":")[1])  # cuda:N counts the devices this process sees
+            physical = visible.split(",") if visible else [str(i) for i in range(index + 1)]
+            if index >= len(physical):
+                raise ValueError(f"vllm.device {self.config.device}: only {len(physical)} visible GPU(s) (CUDA_VISIBLE_DEVICES={visible})")
+            os.environ["CUDA_VISIBLE_DEVICES"] = physical[index]
             try:
                 self.llm = vllm.LLM(model=str(path), **(self.config.engine_kwargs() | engine_kwargs))
             finally:

@@ -316,12 +316,11 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").to(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     optimizer = make_rl_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.adam_eps)
-    # One set of weights serves both: on one device the sampler is the trainer (the log-prob gap stays ~0).
-    if cfg.sampler == "vllm":
+    if cfg.sampler == "vllm":  # its own bf16 copy of the weights, synced after every update (docs/scaling.md)
         from swe_rl.policy.vllm import VLLMPolicy
 
         policy: Any = VLLMPolicy(path, cfg.vllm, name=cfg.model)
-    else:
+    else:  # one set of weights serves both: the sampler is the trainer (the log-prob gap stays ~0)
         policy = HFPolicy(model, tokenizer=tokenizer, name=cfg.model)
     policy.version = state["policy_version"]
 

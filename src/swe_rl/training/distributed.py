@@ -152,7 +152,7 @@ def shard_model(
     in float32. Build the optimizer AFTER this call: sharding replaces the parameters by DTensors.
     The single process gets its model back unchanged (checkpointing still applied). Every unit,
     the root included, reshards after each forward: a unit left gathered by the no-grad log-prob
-    recompute trained on wrong weights in the equivalence test (grad norm 0.91 instead of 1.36).
+    recompute got wrong gradients in the equivalence test (grad norm 0.91 instead of 1.36).
     """
     if activation_checkpointing:
         enable_activation_checkpointing(model)
