@@ -38,7 +38,8 @@ def test_rows_come_from_each_evaluations_metrics_and_reused_rows_say_so(tmp_path
            "logprob_gap_mean": 1e-6, "pool_size": 2}]
     (tmp_path / "rl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rl))
     report = write_pipeline_report(tmp_path, [base, rft, stage1], rl_metrics=tmp_path / "rl.jsonl", train_ids=["x", "y"],
-                                   heldout_ids=["a", "b"], wall_s=12.0)
+                                   heldout_ids=["a", "b"], wall_s=12.0,
+                                   step_walls={"eval_base": 10.0, "rft": 5.0})
     rows = {r["row"]: r for r in report["rows"]}
     assert rows["base"]["pass_at_1"] == {"mean": 0.0, "sem": 0.0} and rows["base"]["pass_at_k"] == 0.0
     # rft: run 0 resolves 2/2, run 1 resolves 1/2 -> pass@1 0.75 ± 0.25 over runs, pass@2 = 1.0
@@ -49,6 +50,7 @@ def test_rows_come_from_each_evaluations_metrics_and_reused_rows_say_so(tmp_path
     md = (tmp_path / "report.md").read_text()
     assert "| rft | 75.0% ± 25.0% | 100.0% | 50.0% | 2.00 | 20 |  |" in md and "| pass@2 |" in md
     assert "![rl_logprob_gap_mean](rl_logprob_gap_mean.png)" in md and "![pass_at_1](pass_at_1.png)" in md
+    assert "| rft | 5 |" in md and "| total | 15 |" in md
     assert json.loads((tmp_path / "report.json").read_text())["heldout_ids"] == ["a", "b"]
     viewer = (tmp_path / "viewer.html").read_text()
     assert viewer.count('"task":"a"') == 4  # base and rft: 2 runs each; the reused row adds none

@@ -133,6 +133,8 @@ def test_smoke_report_has_every_row_matching_the_evaluations(smoke_run):
     assert [r["stage"] for r in report["rl"]] == [1, 2]
     assert (smoke_run / "viewer.html").stat().st_size > 1000
     assert all(Path(p).is_file() for p in report["plots"]) and (smoke_run / "rl_reward_mean.png").is_file()
+    assert list(report["step_wall_s"]) == ["eval_base", "warm_start", "eval_warm_start", "rft", "eval_rft",
+                                           "rl_stage1", "eval_rl_stage1", "rl_stage2", "eval_rl_stage2"]
 
 
 @pytest.mark.slow

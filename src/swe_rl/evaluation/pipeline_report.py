@@ -124,13 +124,17 @@ def render_markdown(report: dict[str, Any], plots: Sequence[Path]) -> str:
         lines += ["", "## RL iterations", ""] + _rl_table(report["rl"])
     if plots:
         lines += ["", "## Plots (held-out pass@1 by step; RL curves against the iteration)", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    if report["step_wall_s"]:
+        lines += ["", "## Wall time per step (s, when it ran)", "", "| step | s |", "|---|---:|"]
+        lines += [f"| {name} | {s:.0f} |" for name, s in report["step_wall_s"].items()]
+        lines += [f"| total | {sum(report['step_wall_s'].values()):.0f} |"]
     lines += ["", "## Tasks", "", f"- held-out: {', '.join(report['heldout_ids'])}", f"- training: {', '.join(report['train_ids'])}",
               "", f"Trajectory viewer: `{Path(report['viewer']).name}`", ""]
     return "\n".join(lines)
 
 
 def write_pipeline_report(run_dir: Path, evals: Sequence[dict[str, Any]], *, rl_metrics: Path, train_ids: Sequence[str],
-                          heldout_ids: Sequence[str], wall_s: float) -> dict[str, Any]:
+                          heldout_ids: Sequence[str], wall_s: float, step_walls: dict[str, float] | None = None) -> dict[str, Any]:
     """`<run>/report.md`, `report.json`, `rl_*.png` and `viewer.html`; returns report.json's content."""
     from swe_rl.evaluation.viewer import write_viewer
     from swe_rl.recipes.evaluate import TRAJECTORIES
@@ -156,6 +160,7 @@ def write_pipeline_report(run_dir: Path, evals: Sequence[dict[str, Any]], *, rl_
         "viewer": str(viewer),
         "report": str(run_dir / "report.md"),
         "wall_s": round(wall_s, 1),
+        "step_wall_s": dict(step_walls or {}),
     }
     (run_dir / "report.md").write_text(render_markdown(report, plots), encoding="utf-8")
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -142,11 +142,13 @@ class _Run:
         self.dir = Path(cfg.run_dir)
         self.cache = Path(cfg.cache_dir) if cfg.cache_dir else None
         self.train_ids = tuple(t.instance_id for t in train)
+        self.steps: list[str] = []  # in the order they ran (or were skipped): the report's wall-time table
 
     def marker(self, step: str, config: dict[str, Any], source: ModelStep | None) -> StepMarker:
         """The step's marker; its fingerprint holds its config and the identity of the model it starts from."""
         # Flat, so a changed-config error names the field (`samples`), not a whole section.
         fingerprint = {**json.loads(json.dumps(config)), "input": f"{source.step}@{source.run_id}" if source else ""}
+        self.steps.append(step)
         return StepMarker(self.dir / step, fingerprint)
 
     def recipe_rft(self, sub: RFTConfig, step: str, model: str) -> RFTConfig:
@@ -155,8 +157,14 @@ class _Run:
                        device=self.cfg.device, cache_dir=self.cfg.cache_dir)
 
 
-def _finish(step: StepMarker, row: str, model: str, changed: bool, note: str = "", **summary: Any) -> ModelStep:
-    rec = {"row": row, "model": model, "run_id": uuid.uuid4().hex[:12], "changed": changed, "note": note, **summary}
+def _begin(step: StepMarker) -> float:
+    step.start()
+    return time.perf_counter()
+
+
+def _finish(step: StepMarker, t0: float, row: str, model: str, changed: bool, note: str = "", **summary: Any) -> ModelStep:
+    rec = {"row": row, "model": model, "run_id": uuid.uuid4().hex[:12], "changed": changed, "note": note,
+           "wall_s": round(time.perf_counter() - t0, 1), **summary}
     return _model_step(step.name, step.finish(rec))
 
 
@@ -175,7 +183,7 @@ def rft_step(run: _Run, step_name: str, row: str, sub: RFTConfig, prev: ModelSte
     step = run.marker(step_name, to_dict(replace(rcfg, model="", cache_dir="", run_dir="")), prev)
     if rec := step.done():
         return _model_step(step_name, rec["summary"])
-    step.start()
+    t0 = _begin(step)
     artifacts = run_rft(rcfg, ("build",))
     funnel = json.loads(Path(artifacts["funnel"]).read_text())
     kept = {"kept": funnel["kept"], "sampled": funnel["sampled"], "examples": funnel["examples"]}
@@ -184,9 +192,9 @@ def rft_step(run: _Run, step_name: str, row: str, sub: RFTConfig, prev: ModelSte
             raise PipelineError(f"{step_name}: no trajectory kept ({funnel['sampled']} sampled, {funnel['resolved']} resolved; "
                                 f"see {Path(artifacts['funnel']).with_suffix('.md')})")
         note = f"unchanged: 0 of {funnel['sampled']} samples kept"
-        return _finish(step, row, prev.model, False, note, **kept)
+        return _finish(step, t0, row, prev.model, False, note, **kept)
     model = run_rft(rcfg)["model"]
-    return _finish(step, row, model, True, **kept)
+    return _finish(step, t0, row, model, True, **kept)
 
 
 def _iterations_done(out: Path) -> int:
@@ -227,7 +235,7 @@ def rl_stage_step(run: _Run, k: int, start: ModelStep, prev: ModelStep) -> Model
     step = run.marker(name, to_dict(replace(rcfg, model="", out="", stages=rcfg.stages[: k + 1])), prev)  # prev's input chain holds `start`
     if rec := step.done():
         return _model_step(name, rec["summary"])
-    step.start()
+    t0 = _begin(step)
     target = sum(s.iterations for s in cfg.rl.stages[: k + 1])
     done = _iterations_done(out)
     if done > target:
@@ -240,11 +248,11 @@ def rl_stage_step(run: _Run, k: int, start: ModelStep, prev: ModelStep) -> Model
     changed = steps > 0 or cfg.rl.stages[k].yarn_factor != yarn_before
     ckpt = latest_checkpoint(out)
     if ckpt is None:  # no iteration at all (iterations: 0): the model is the one RL started from
-        return _finish(step, f"RL stage {k + 1}", prev.model, False, "no RL iteration", optimizer_steps=0)
+        return _finish(step, t0, f"RL stage {k + 1}", prev.model, False, "no RL iteration", optimizer_steps=0)
     model = _link_model(ckpt, step.dir / "model")
     pool = rows[-1]["pool_size"] if rows else None
     note = "" if changed else "unchanged: every advantage was 0"
-    return _finish(step, f"RL stage {k + 1}", str(model), changed, note, iterations=len(rows),
+    return _finish(step, t0, f"RL stage {k + 1}", str(model), changed, note, iterations=len(rows),
                    optimizer_steps=steps, pool_size=pool)
 
 
@@ -261,16 +269,16 @@ def eval_step(run: _Run, src: ModelStep, evaluated: dict[str, dict[str, Any]]) -
     step = run.marker(name, {**to_dict(cfg.eval), "heldout": held, "heldout_tasks": cfg.heldout_tasks or cfg.tasks}, src)
     if rec := step.done():
         return rec["summary"]
-    step.start()
+    t0 = _begin(step)
     if not src.changed and evaluated:
         last = list(evaluated.values())[-1]
-        return step.finish({**last, "row": src.row, "same_as": last["same_as"] or last["row"], "note": src.note})
+        return step.finish({**last, "row": src.row, "same_as": last["same_as"] or last["row"], "note": src.note, "wall_s": 0.0})
     policy = make_policy(src.model, run.heldout, device=cfg.device, cache=run.cache)
     policy.name = src.row  # the trajectories and the viewer name the row, not a long directory
     ev = evaluate(run.heldout, policy, cfg.eval.agent, step.dir, runs=cfg.eval.runs, resume=True, batch=cfg.eval.batch,
                   seed=cfg.eval.seed, cache=run.cache, quiet=run.quiet)
     return step.finish({"row": src.row, "model": src.model, "eval_dir": str(step.dir), "same_as": "", "note": src.note,
-                        "wall_s": round(ev.wall_s, 1)})
+                        "wall_s": round(time.perf_counter() - t0, 1)})
 
 
 # ---- the whole recipe ---------------------------------------------------------------------------
@@ -305,7 +313,16 @@ def run_pipeline(cfg: PipelineConfig, *, quiet: bool | None = None) -> dict[str,
 
     return write_pipeline_report(run.dir, list(evaluated.values()), rl_metrics=run.dir / "rl" / "metrics.jsonl",
                                  train_ids=run.train_ids, heldout_ids=[t.instance_id for t in heldout],
-                                 wall_s=time.perf_counter() - started)
+                                 wall_s=time.perf_counter() - started, step_walls=_step_walls(run))
+
+
+def _step_walls(run: _Run) -> dict[str, float]:
+    """Seconds each step took when it ran (a skipped step keeps the time of the invocation that made it)."""
+    walls = {}
+    for name in run.steps:
+        rec = json.loads((run.dir / name / "step.json").read_text())
+        walls[name] = rec.get("summary", {}).get("wall_s", 0.0)
+    return walls
 
 
 def run_cli(config: Path | None, overrides: Sequence[str] = (), *, cache: Path | None = None) -> int:

@@ -114,8 +114,6 @@ def build_default(out: Path, *, spec_path: Path = DEFAULT_SPEC, cache: Path | No
     `only`: synthesize just that project and stop (builds can be run project by project).
     """
     from swe_rl.tasks.clarity import ClarityScorer
-    from swe_rl.tasks.filter import funnel
-    from swe_rl.tasks.loaders import load_tasks
     from swe_rl.tasks.synthesize import synthesize
 
     spec = load_spec(spec_path)
@@ -144,29 +142,43 @@ def build_default(out: Path, *, spec_path: Path = DEFAULT_SPEC, cache: Path | No
 
     clarity = ClarityScorer(llm_url, llm_model, cache=cache) if llm_url else None
     for side in SIDES:
-        files = [out / f"{p.name}.synth.jsonl" for p in spec.projects if p.side == side]
-        owner = {t.instance_id: p.name for p in spec.projects if p.side == side
-                 for t in load_tasks(out / f"{p.name}.synth.jsonl")}
-        # The funnel's input and settings: a rerun of a finished build reuses its result instead of regrading.
-        key = hashlib.sha256(b"".join(f.read_bytes() for f in files) +
-                             json.dumps([spec.reruns, llm_url, llm_model]).encode()).hexdigest()
-        done = out / f"{side}.funnel.json"
-        if done.exists() and (out / f"{side}.jsonl").exists() and json.loads(done.read_text())["input"] == key:
-            steps = json.loads(done.read_text())["steps"]
-            log(f"[{side}] curation funnel: unchanged input, reusing {done.name}")
-        else:
-            tasks = [t for f in files for t in load_tasks(f)]
-            log(f"[{side}] curation funnel on {len(tasks)} tasks ({spec.reruns} gold runs each)")
-            kept, steps = funnel(tasks, reruns=spec.reruns, cache=cache, jobs=jobs, clarity=clarity)
-            write_relative(kept, out / f"{side}.jsonl")
-            done.write_text(json.dumps({"input": key, "steps": steps}, indent=2) + "\n")
-        kept_ids = [json.loads(x)["instance_id"] for x in (out / f"{side}.jsonl").read_text().splitlines() if x]
+        steps, kept_ids, owner = curate_side(spec, out, side, cache=cache, jobs=jobs, clarity=clarity, log=log)
         report["filter"][side] = [{"step": s["step"], "kept": s["kept"], "dropped": s["dropped"]} for s in steps]
         report["sets"][side] = {
             "tasks": len(kept_ids), "sha256": hashlib.sha256((out / f"{side}.jsonl").read_bytes()).hexdigest(),
             "per_project": {p.name: sum(owner[i] == p.name for i in kept_ids) for p in spec.projects if p.side == side}}
     (out / "funnel.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def curate_side(spec: Spec, out: Path, side: str, *, cache: Path, jobs: int = 1, clarity=None,
+                log=print) -> tuple[list[dict], list[str], dict[str, str]]:
+    """The funnel on one side's synthesized tasks -> out/<side>.jsonl; (steps, kept ids, id -> project).
+
+    The result is keyed by the input files and settings (out/<side>.funnel.json): a rerun of a
+    finished build, or one side curated ahead of the other, is reused instead of regraded.
+    """
+    from swe_rl.tasks.filter import funnel
+    from swe_rl.tasks.loaders import load_tasks
+
+    files = [out / f"{p.name}.synth.jsonl" for p in spec.projects if p.side == side]
+    loaded = {f: load_tasks(f) for f in files}
+    owner = {t.instance_id: p.name for p in spec.projects if p.side == side for t in loaded[out / f"{p.name}.synth.jsonl"]}
+    settings = [spec.reruns, None, "default"] if clarity is None else \
+        [spec.reruns, clarity.llm_url, clarity.model, clarity.drop]
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in files) + json.dumps(settings).encode()).hexdigest()
+    done = out / f"{side}.funnel.json"
+    if done.exists() and (out / f"{side}.jsonl").exists() and json.loads(done.read_text())["input"] == key:
+        steps = json.loads(done.read_text())["steps"]
+        log(f"[{side}] curation funnel: unchanged input, reusing {done.name}")
+    else:
+        tasks = [t for f in files for t in loaded[f]]
+        log(f"[{side}] curation funnel on {len(tasks)} tasks ({spec.reruns} gold runs each)")
+        kept, steps = funnel(tasks, reruns=spec.reruns, cache=cache, jobs=jobs, clarity=clarity)
+        write_relative(kept, out / f"{side}.jsonl")
+        done.write_text(json.dumps({"input": key, "steps": steps}, indent=2) + "\n")
+    kept_ids = [json.loads(x)["instance_id"] for x in (out / f"{side}.jsonl").read_text().splitlines() if x]
+    return steps, kept_ids, owner
 
 
 def print_funnel(report: dict) -> None:
