@@ -140,6 +140,23 @@ def evaluate(out: Path, name: str, model: Path, tasks_file: Path, runs: int = EV
             "mean_turns": m.get("mean_turns"), "report": str(run.report)}
 
 
+def status(out: Path) -> dict:
+    """Finished episodes of each evaluation so far (pass@1 needs every run of every task: see the results file)."""
+    from swe_rl.rollouts.store import iter_trajectories
+
+    summary = {"timings": json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}}
+    for traj_file in sorted(out.glob("eval_*/trajectories.jsonl")):
+        trajs = list(iter_trajectories(traj_file))
+        turns = [turn for t in trajs for turn in t.turns]
+        summary[traj_file.parent.name] = {
+            "finished_episodes": len(trajs), "resolved": sum(bool(t.grade and t.grade.resolved) for t in trajs),
+            "format_error_turns": sum(1 for turn in turns if turn.format_error), "turns": len(turns),
+            "exit_reasons": {r: sum(t.exit_reason == r for t in trajs) for r in sorted({t.exit_reason for t in trajs})},
+            "first_commands": [t.turns[0].command if t.turns else "" for t in trajs],
+        }
+    return summary
+
+
 def calibrate(out: Path, stage: str, n: int = CALIBRATION_TASKS) -> dict:
     """A stage's model on training tasks only (the held-out set is never looked at while choosing knobs)."""
     from swe_rl.tasks.loaders import load_tasks
@@ -159,6 +176,7 @@ def main() -> None:
     ap.add_argument("--only", choices=STAGES, default=None, help="run the stages up to this one (each resumes)")
     ap.add_argument("--eval-tasks", type=int, default=HELDOUT_TASKS, help="evaluate only the first N held-out tasks (a smaller, noisier proof)")
     ap.add_argument("--eval-runs", type=int, default=EVAL_RUNS, help="runs (samples) per held-out task for pass@1 +- SEM")
+    ap.add_argument("--status", action="store_true", help="summarize the episodes finished so far in every evaluation (a run in progress)")
     ap.add_argument("--calibrate", choices=("warm", "rft", "rl"), default=None,
                     help="evaluate that stage's model on CALIBRATION_TASKS training tasks (1 run): how the knobs were chosen")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "learning_proof.json")
@@ -178,6 +196,9 @@ def main() -> None:
         return result
 
     out.mkdir(parents=True, exist_ok=True)
+    if args.status:
+        print(json.dumps(status(out), indent=1))
+        return
     if args.calibrate:
         print(json.dumps(calibrate(out, args.calibrate, args.eval_tasks), indent=1))
         return

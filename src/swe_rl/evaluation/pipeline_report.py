@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-COLUMNS = ("model", "pass@1 ± SEM", "pass@K", "format-error rate", "mean turns", "tokens / episode", "note")
+COLUMNS = ("model", "pass@1 ± SEM", "pass@K", "format errors", "turns", "tokens", "note")  # turns, tokens: mean per episode
 # RL metrics.jsonl key -> plot label: what the paper's training curves show.
 CURVES = {
     "resolve_rate": "resolve rate (training rollouts)",
@@ -103,7 +103,7 @@ def _rl_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             "optimizer_steps", "loss", "logprob_gap_mean", "turns_mean", "tokens_mean")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
     for r in rows:
-        cells = [f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
+        cells = [f"{r[c]:.4g}" if isinstance(r.get(c), float) else "-" if r.get(c) is None else str(r[c]) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -275,8 +275,8 @@ def eval_step(run: _Run, src: ModelStep, evaluated: dict[str, dict[str, Any]]) -
         return step.finish({**last, "row": src.row, "same_as": last["same_as"] or last["row"], "note": src.note, "wall_s": 0.0})
     policy = make_policy(src.model, run.heldout, device=cfg.device, cache=run.cache)
     policy.name = src.row  # the trajectories and the viewer name the row, not a long directory
-    ev = evaluate(run.heldout, policy, cfg.eval.agent, step.dir, runs=cfg.eval.runs, resume=True, batch=cfg.eval.batch,
-                  seed=cfg.eval.seed, cache=run.cache, quiet=run.quiet)
+    evaluate(run.heldout, policy, cfg.eval.agent, step.dir, runs=cfg.eval.runs, resume=True, batch=cfg.eval.batch,
+             seed=cfg.eval.seed, cache=run.cache, quiet=run.quiet)
     return step.finish({"row": src.row, "model": src.model, "eval_dir": str(step.dir), "same_as": "", "note": src.note,
                         "wall_s": round(time.perf_counter() - t0, 1)})
 
@@ -341,16 +341,22 @@ def run_cli(config: Path | None, overrides: Sequence[str] = (), *, cache: Path |
 
 
 def print_report(report: dict[str, Any]) -> None:
+    """The table without its note column (a terminal is narrow), then one line per note."""
     from rich.console import Console
     from rich.table import Table
 
     from swe_rl.evaluation.pipeline_report import COLUMNS, table_cells
 
-    table = Table(title=f"held-out tasks: {report['heldout_tasks']} x {report['runs']} runs ({report['wall_s']:.0f} s)")
-    for i, col in enumerate(COLUMNS):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    table = Table(title=f"held-out: {report['heldout_tasks']} tasks x {report['runs']} runs ({report['wall_s']:.0f} s)")
+    for i, col in enumerate(COLUMNS[:-1]):
+        table.add_column(col.replace("pass@K", f"pass@{report['runs']}"), justify="left" if i == 0 else "right", no_wrap=True)
+    notes = []
     for row in report["rows"]:
-        table.add_row(*table_cells(row, report["runs"]))
+        *cells, note = table_cells(row, report["runs"])
+        table.add_row(*cells)
+        notes += [f"{row['row']}: {note}"] if note else []
     console = Console()
     console.print(table)
+    for line in notes:
+        console.print(line)
     console.print(f"report: {report['report']}\nHTML report (trajectory viewer): {report['viewer']}")
