@@ -1,14 +1,16 @@
 """Learning proof: held-out pass@1 +- SEM of SmolLM2-135M after a warm start, after RFT, and after RL.
 
     nice -n 2 .venv/bin/python benchmarks/learning_proof.py [--out runs/learning_proof] [--only tasks|warm|base|rft|rl]
+        [--eval-tasks N --eval-runs K]   # a smaller proof;  --status: episodes finished so far;
+        [--calibrate warm|rft|rl]        # a stage's model on training tasks (how knobs are chosen)
 
 The task family: single-function bugs synthesized (tasks/synthesize.py) into real PyPI projects,
 kept when `scripted:explore` can solve them from what its context shows (the issue names the
 function), split so that held-out tasks mutate functions no training task mutates. The warm start
 is behaviour cloning on `scripted:explore` replays of a few TRAINING tasks (a stand-in for a
 stronger pretrained prior); then the paper's RFT (the model's own resolved samples) and DAPO RL,
-each on training tasks only. Every knob below was chosen from training-task numbers; the held-out
-set is only evaluated. Every step resumes: run the same command again after a crash.
+each on training tasks only. Knobs are chosen from training-task numbers only (`--calibrate`);
+the held-out set is only evaluated. Every step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from swe_rl.agent.loop import AgentConfig
@@ -196,8 +197,10 @@ def main() -> None:
         return result
 
     out.mkdir(parents=True, exist_ok=True)
-    if args.status:
-        print(json.dumps(status(out), indent=1))
+    if args.status:  # also kept beside the results: the state of an unfinished proof
+        text = json.dumps(status(out), indent=1)
+        args.results.with_name(args.results.stem + "_status.json").write_text(text + "\n")
+        print(text)
         return
     if args.calibrate:
         print(json.dumps(calibrate(out, args.calibrate, args.eval_tasks), indent=1))

@@ -1,8 +1,10 @@
 """SFT and RL (DAPO) training throughput against their limit, and packing's padding efficiency.
 
-Command (the numbers in benchmarks/results/train.json, 2 shared CPU cores):
-  .venv/bin/python benchmarks/train.py --model smollm2-135m --n 4 --min-len 64 --max-len 256 --row-len 512 --reps 3 \
+Command (the numbers in benchmarks/results/train.json, 2 CPU cores shared with a load of ~10-15):
+  .venv/bin/swe-rl rft build --config configs/rft.yaml --set collect_model=scripted:gold --set limit=0 --set run_dir=runs/rft_gold
+  .venv/bin/python benchmarks/train.py --model smollm2-135m --n 2 --min-len 64 --max-len 128 --row-len 256 --reps 3 \
       --eff-examples runs/rft_gold/build/examples.jsonl --eff-row-len 8192 --eff-batch-size 4
+(the first writes the real RFT example set: 28 gold-patch replays of the 14 training tasks, 2.2-2.5k tokens each).
 Options: --examples sft.jsonl (real RFT examples for the timed batch too), --n, --row-len, --reps,
 --eff-examples (the set whose padding efficiency is measured; default: --examples, else synthetic).
 Side by side in one run, on the same packed rows: (a) `sft.train_step` + grad clip + AdamW (packing

@@ -324,3 +324,10 @@ def test_wandb_enabled_without_the_package_is_an_error_at_start_up(tmp_path):
     with pytest.raises(RuntimeError, match="wandb.*not installed"):
         run_rl(RLConfig(wandb=True, out=tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_the_scaffold_of_every_stage_takes_the_window_and_prompts():
+    cfg = RLConfig(window=40, prompts_dir="configs/prompts_compact", stages=(Stage(max_turns=5, context_length=2560),))
+    agent = cfg.agent(cfg.stages[0])
+    assert (agent.window, agent.prompts_dir, agent.max_turns, agent.context_length) == (40, "configs/prompts_compact", 5, 2560)
+    assert RLConfig().agent(Stage()).prompts_dir == ""  # the default templates (configs/prompts)
