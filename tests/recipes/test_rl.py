@@ -77,6 +77,12 @@ def test_biased_sampling_is_an_error_at_start_up(tmp_path, override):
     assert not any(tmp_path.iterdir())  # nothing was started
 
 
+@pytest.mark.parametrize("override, field", [("executor=slurm", "executor"), ("sandbox=podman", "sandbox")])
+def test_rollout_placement_typos_are_config_errors(override, field):
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        load_config(RLConfig, CONFIGS / "rl.yaml", [override])
+
+
 def test_configs_load_with_the_papers_table():
     paper = load_config(RLConfig, CONFIGS / "rl_paper.yaml")
     s1, s2 = paper.stages

@@ -88,6 +88,9 @@ class RLConfig:
     window: int = 50  # lines shown by the viewer tools (AgentConfig.window)
     prompts_dir: str = ""  # prompt templates (AgentConfig.prompts_dir); "" = configs/prompts
     rollout_batch: int = 8  # episodes generating together
+    executor: str = "thread"  # where episodes run: "thread" (this machine) or "ray" (docs/ray.md)
+    ray_address: str = ""  # an existing Ray cluster for executor "ray"; "" = start a local one
+    sandbox: str = "local"  # "local" (bubblewrap) or "docker" (each task's image), for episodes and grading
     # curriculum re-filter between stages
     drop_solved_at: float = 2 / 3  # drop tasks solved at least this often ...
     drop_never_solved: bool = True  # ... and tasks never solved
@@ -108,6 +111,10 @@ class RLConfig:
             raise ValueError("stages: at least one stage is needed")
         if self.sampler not in ("hf", "vllm"):
             raise ValueError(f"sampler must be 'hf' or 'vllm', got {self.sampler!r}")
+        if self.executor not in ("thread", "ray"):
+            raise ValueError(f"executor must be 'thread' or 'ray', got {self.executor!r}")
+        if self.sandbox not in ("local", "docker"):
+            raise ValueError(f"sandbox must be 'local' or 'docker', got {self.sandbox!r}")
 
     def agent(self, stage: Stage) -> AgentConfig:
         return AgentConfig(
@@ -307,7 +314,8 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
         if unknown:
             raise ValueError(f"instances: unknown id(s) in {cfg.tasks}: {', '.join(unknown)}")
         tasks = {i: tasks[i] for i in cfg.instances}
-    require_prepared(list(tasks.values()), cache)
+    if cfg.sandbox == "local":  # docker images hold their environment: nothing to prepare
+        require_prepared(list(tasks.values()), cache)
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     path, state = start_from(cfg, tasks, cache)
@@ -356,7 +364,8 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
                 # padding) than in an uninterrupted run, so redo them all; a finished file is reused as it is.
                 traj_file.unlink()
             run = run_rollouts(problems, policy, cfg.agent(stage), traj_file, samples=cfg.samples, batch=cfg.rollout_batch,
-                               seed=cfg.seed * 100_003 + it, resume=True, cache=cache, quiet=quiet)
+                               seed=cfg.seed * 100_003 + it, resume=True, cache=cache, quiet=quiet,
+                               executor=cfg.executor, ray_address=cfg.ray_address or None, sandbox=cfg.sandbox)
             finished.touch()
             # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
             # File order is the order gradings finished (threads): sort so the update does not depend on it.
