@@ -2,6 +2,7 @@
 
 Needs a CUDA GPU (exits with status 2 and says so otherwise); the generation rows also need vLLM.
 One GPU:            .venv/bin/python benchmarks/gpu.py --model smollm2-135m
+FSDP on one GPU:    .venv/bin/python benchmarks/gpu.py --model smollm2-135m --trainer-only --fsdp --checkpointing
 FSDP over N GPUs:   torchrun --nproc-per-node N benchmarks/gpu.py --model smollm2-135m --trainer-only
 Generation: the same B random prompts (--prompt-len tokens each), --new-tokens per completion,
 neutral sampling (temperature 1), through HFPolicy (bf16) and VLLMPolicy (in-process, bf16);
@@ -15,7 +16,9 @@ Prints a table and writes JSON (--out). A benchmark, not a test: nothing is asse
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
+import os
 import json
 import sys
 import time
@@ -23,6 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+
+def one_rank_group(device: torch.device) -> Any:
+    """A one-process nccl group whose DataParallel counts as distributed: FSDP2's sharding, bf16
+    all-gathers and reduce-scatters all run on a single GPU (no speed-up, the same code paths)."""
+    import torch.distributed as dist
+
+    from swe_rl.training.distributed import DataParallel
+
+    @dataclasses.dataclass(frozen=True)
+    class OneRankGroup(DataParallel):
+        @property
+        def enabled(self) -> bool:
+            return True
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29533")
+    dist.init_process_group("nccl", rank=0, world_size=1, device_id=device)
+    return OneRankGroup(rank=0, world_size=1, device=device)
 
 
 def _sync() -> None:
@@ -94,6 +116,7 @@ def main() -> int:
     ap.add_argument("--seq-len", type=int, default=4096, help="packed row length")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing in the trainer")
+    ap.add_argument("--fsdp", action="store_true", help="shard the trainer with FSDP2 even on one GPU (a one-rank group)")
     ap.add_argument("--trainer-only", action="store_true", help="skip generation (implied under torchrun with >1 process)")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.4)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu.json"))
@@ -104,6 +127,8 @@ def main() -> int:
     from swe_rl.training.distributed import close_distributed, init_distributed
 
     dp = init_distributed()
+    if a.fsdp and not dp.enabled:
+        dp = one_rank_group(dp.device)
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(dp.device), "model": a.model, "args": {k: str(v) for k, v in vars(a).items()}}
     rows = [("what", "tokens/s", "detail")]
     vllm_policy = None
@@ -127,7 +152,7 @@ def main() -> int:
             rows.append(("vLLM generate", f"{result['vllm_generate']['tokens_per_s']:.0f}", f"B={a.prompts}, {result['vllm_generate']['generated_tokens']} tokens"))
             vllm_policy.sleep()  # the trainer below gets the memory, as in the RL loop
     result["trainer"], model = bench_trainer(a.model, dp, a.train_n, a.seq_len, a.steps, a.checkpointing)
-    rows.append((f"RL trainer (rl_update, {dp.world_size} GPU)", f"{result['trainer']['tokens_per_s']:.0f}",
+    rows.append((f"RL trainer (rl_update, {dp.world_size} GPU{', FSDP2' if dp.enabled else ''}{', act. ckpt' if a.checkpointing else ''})", f"{result['trainer']['tokens_per_s']:.0f}",
                  f"{result['trainer']['tokens']} tokens/update, peak {result['trainer']['peak_gib_rank0']:.1f} GiB"))
     if vllm_policy is not None:
         t = time.perf_counter()

@@ -146,3 +146,38 @@ def test_two_gloo_ranks_equal_one_process(tiny_model, tmp_path):
     _per_rank_normalised_update(wrong_model, examples, world=2)
     wrong = max(float((wrong_model.state_dict()[k] - v).abs().max()) for k, v in ref.items())
     assert wrong > 100 * TOL
+
+
+def test_a_name_keyed_optimizer_state_from_fsdp_loads_into_one_process(tiny_model, tmp_path):
+    """Rank 0 saves the optimizer keyed by parameter name (the full state dict of torch.distributed.checkpoint);
+    one process converts it to integer ids. The round trip is exact; a name the model lacks is an error."""
+    from swe_rl.training.checkpoint import STATE_DIR, indexed_optimizer_state, load_checkpoint, named_optimizer_state, optimizer_param_names, save_checkpoint
+    from swe_rl.training.rl_step import make_rl_optimizer
+
+    model = tiny_model()
+    opt = make_rl_optimizer(model, lr=1e-3)
+    model(torch.tensor([[11, 12, 13, 14]])).logits.square().mean().backward()
+    opt.step()
+    want = opt.state_dict()
+    names = optimizer_param_names(model, opt)
+    named = named_optimizer_state(want, names)
+    assert "model.embed_tokens.weight" in named["state"] and all(isinstance(k, str) for k in named["state"])
+    assert named_optimizer_state(named, names) is named and indexed_optimizer_state(want, names) is want
+    back = indexed_optimizer_state(named, names)
+    assert back["param_groups"] == want["param_groups"]
+
+    path = save_checkpoint(tmp_path, model, None, opt, None, 1)
+    state = torch.load(path / STATE_DIR / "state.pt", weights_only=False)
+    torch.save({**state, "optimizer": named}, path / STATE_DIR / "state.pt")  # as a 2-rank run writes it
+    fresh = tiny_model()
+    fresh_opt = make_rl_optimizer(fresh, lr=1e-3)
+    load_checkpoint(path, fresh, fresh_opt)
+    got = fresh_opt.state_dict()
+    assert got["param_groups"] == want["param_groups"] and got["state"].keys() == want["state"].keys()
+    for i, s in want["state"].items():
+        for k, v in s.items():
+            assert torch.equal(got["state"][i][k], v), (i, k)
+    assert float(want["state"][0]["exp_avg_sq"].abs().max()) > 0
+    bad = {**named, "param_groups": [{**named["param_groups"][0], "params": ["no.such.weight"]}, *named["param_groups"][1:]]}
+    with pytest.raises(ValueError, match="does not have.*no.such.weight"):
+        indexed_optimizer_state(bad, names)

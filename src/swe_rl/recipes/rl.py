@@ -11,7 +11,9 @@ are functions of (seed, iteration), and a killed iteration's unfinished rollouts
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import time
 from collections import Counter, defaultdict
@@ -23,6 +25,7 @@ import torch
 
 from swe_rl.agent.loop import AgentConfig
 from swe_rl.policy.vllm import VLLMConfig
+from swe_rl.training.distributed import DataParallel, full_state_dict
 from swe_rl.types import Trajectory
 
 
@@ -100,6 +103,9 @@ class RLConfig:
     # On --resume, redo a killed iteration's unfinished rollouts from the start, so the run ends with the
     # same weights as an uninterrupted one; false keeps its finished episodes (cheaper, not bit-identical).
     exact_resume: bool = True
+    # torchrun (docs/scaling.md): ranks > 0 wait in a collective while rank 0 runs an iteration's rollouts
+    dist_timeout_s: float = 4 * 3600.0
+    activation_checkpointing: bool = False  # recompute each decoder layer in backward (long contexts)
     tensorboard: bool = True
     wandb: bool = False  # also log to Weights & Biases (needs the `wandb` package; WANDB_MODE etc. from the environment)
     wandb_project: str = "swe-rl"
@@ -199,8 +205,17 @@ def rollout_metrics(trajs: Sequence[Trajectory], kept: int, dropped_groups: int)
     return m
 
 
-def sync_policy(policy: Any, model: torch.nn.Module) -> None:
-    """Give the sampler the trainer's new weights; its version goes up either way."""
+def sync_policy(policy: Any, model: torch.nn.Module, dp: DataParallel | None = None) -> None:
+    """Give the sampler the trainer's new weights; its version goes up either way.
+
+    Under FSDP every rank calls it (gathering the full weights is a collective); only rank 0 has a
+    sampler, the others pass None.
+    """
+    if dp is not None and dp.enabled:
+        weights = full_state_dict(model, dp)
+        if policy is not None:
+            policy.update_weights(weights)
+        return
     policy.update_weights(None if getattr(policy, "model", None) is model else model.state_dict())
 
 
@@ -286,28 +301,11 @@ def wandb_run(cfg: RLConfig, out: Path):
     return wandb.init(project=cfg.wandb_project, name=out.name, id=run_id, resume="allow", dir=str(out), config=to_dict(cfg))
 
 
-def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, quiet: bool | None = True) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from swe_rl.config import to_dict
-    from swe_rl.policy.hf import HFPolicy
-    from swe_rl.recipes.rollout import run_rollouts
-    from swe_rl.rollouts.store import iter_trajectories
+def load_pool(cfg: RLConfig, cache: Path | None) -> dict[str, Any]:
+    """The run's tasks by id (`cfg.tasks`, restricted to `cfg.instances`), prepared for local sandboxes."""
     from swe_rl.sandbox.environments import require_prepared
     from swe_rl.tasks.loaders import load_tasks
-    from swe_rl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from swe_rl.training.metrics_log import MetricsLogger, read_metrics
-    from swe_rl.training.rl_step import RLExample, UpdateConfig, make_rl_optimizer, rl_update
-    from swe_rl.training.rope import apply_yarn
 
-    for stage in cfg.stages:  # the sampling guard: an error before anything is loaded
-        cfg.agent(stage).sampling().assert_unbiased()
-    if cfg.loss != "dapo":
-        raise ValueError(f"loss {cfg.loss!r}: the packed trainer needs a token-level loss (dapo)")
-    wandb_module(cfg)
-    out = Path(cfg.out)
-    if not resume and latest_checkpoint(out) is not None:
-        raise FileExistsError(f"{out} holds checkpoints: pass --resume to continue it, or choose another out")
     tasks = {t.instance_id: t for t in load_tasks(cfg.tasks)}
     if cfg.instances:
         unknown = sorted(set(cfg.instances) - set(tasks))
@@ -316,102 +314,208 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, qu
         tasks = {i: tasks[i] for i in cfg.instances}
     if cfg.sandbox == "local":  # docker images hold their environment: nothing to prepare
         require_prepared(list(tasks.values()), cache)
+    return tasks
 
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    path, state = start_from(cfg, tasks, cache)
-    torch.manual_seed(cfg.seed)
-    # float32 master weights; on CUDA the forward runs under bf16 autocast (rl_step).
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    optimizer = make_rl_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.adam_eps)
-    if cfg.sampler == "vllm":  # its own bf16 copy of the weights, synced after every update (docs/scaling.md)
+
+def make_sampler(cfg: RLConfig, path: Path, model: torch.nn.Module, tokenizer: Any, dp: DataParallel) -> Any:
+    """Rank 0's sampler. A single process samples with the trainer's own model (one set of weights, the
+    log-prob gap stays ~0); under FSDP the trainer holds a shard, so an unsharded float32 copy samples and
+    `sync_policy` refreshes it from the gathered weights; vLLM keeps its own bf16 copy either way."""
+    from swe_rl.policy.hf import HFPolicy
+
+    if cfg.sampler == "vllm":  # synced after every update without disk (docs/scaling.md)
         from swe_rl.policy.vllm import VLLMPolicy
 
-        policy: Any = VLLMPolicy(path, cfg.vllm, name=cfg.model)
-    else:  # one set of weights serves both: the sampler is the trainer (the log-prob gap stays ~0)
-        policy = HFPolicy(model, tokenizer=tokenizer, name=cfg.model)
-    policy.version = state["policy_version"]
+        return VLLMPolicy(path, cfg.vllm, name=cfg.model)
+    if not dp.enabled:
+        return HFPolicy(model, tokenizer=tokenizer, name=cfg.model)
+    from transformers import AutoModelForCausalLM
 
-    if resume and (ckpt := latest_checkpoint(out)) is not None:
-        state = load_checkpoint(ckpt, model, optimizer).extra
+    copy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").to(dp.device)
+    return HFPolicy(copy, tokenizer=tokenizer, name=cfg.model)
+
+
+@dataclass
+class Experience:
+    """One iteration's rollouts on rank 0, scored, and the RL examples every rank trains on."""
+
+    iteration: int
+    stage_index: int
+    problems: int
+    trajs: list[Trajectory]
+    kept: int
+    dropped_groups: int
+    examples: list[Any]
+    timings: dict[str, float]
+
+
+def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, Any], policy: Any, out: Path,
+                       cache: Path | None, quiet: bool | None) -> Experience:
+    """Steps 1-4 of the algorithm box for iteration `state["iteration"]`: rollouts, reward, advantages, kept samples."""
+    from swe_rl.recipes.rollout import run_rollouts
+    from swe_rl.rollouts.store import iter_trajectories
+    from swe_rl.training.rl_step import RLExample
+    from swe_rl.training.rope import apply_yarn
+
+    it = state["iteration"]
+    s, stage = enter_stage(state, cfg)
+    if getattr(policy, "model", None) is not None:  # an HF sampler (in a single process: the trainer itself)
+        apply_yarn(policy.model, stage.yarn_factor)
+    timings: dict[str, float] = {}
+
+    # 1. pick problems, G rollouts each
+    t0 = time.perf_counter()
+    problems = [tasks[i] for i in pick_problems(state["pool"], stage.problems_per_iteration, cfg.seed, it)]
+    traj_file, finished = out / f"iter_{it:05d}" / "traj.jsonl", out / f"iter_{it:05d}" / "rollouts.done"
+    if traj_file.exists() and not finished.exists() and cfg.exact_resume:
+        # A killed iteration: its remaining episodes would be sampled in other batches (other seeds and
+        # padding) than in an uninterrupted run, so redo them all; a finished file is reused as it is.
+        traj_file.unlink()
+    run = run_rollouts(problems, policy, cfg.agent(stage), traj_file, samples=cfg.samples, batch=cfg.rollout_batch,
+                       seed=cfg.seed * 100_003 + it, resume=True, cache=cache, quiet=quiet,
+                       executor=cfg.executor, ray_address=cfg.ray_address or None, sandbox=cfg.sandbox)
+    finished.touch()
+    # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
+    # File order is the order gradings finished (threads): sort so the update does not depend on it.
+    trajs = sorted((t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks),
+                   key=lambda t: (t.instance_id, t.sample_index))
+    timings["rollout_s"] = time.perf_counter() - t0
+    if hasattr(policy, "sleep"):  # a vLLM engine frees the GPU for the update; the sync wakes it
+        policy.sleep()
+    timings["generation_s"] = run.metrics.get("episode_generation_s", 0.0)
+
+    # 2-4. reward, group advantages, drop zero-advantage samples
+    t0 = time.perf_counter()
+    score(trajs, cfg, stage)
+    for t in trajs:
+        rec = state["solves"].setdefault(t.instance_id, [0, 0])
+        rec[0] += int(t.reward_parts.get("resolved", 0.0) > 0)
+        rec[1] += 1
+    chosen = select_for_training(trajs, group_advantages(trajs, cfg.advantage))
+    examples = [RLExample.from_trajectory(t, a) for t, a in chosen]
+    random.Random(f"{cfg.seed}:order:{it}").shuffle(examples)
+    timings["reward_s"] = time.perf_counter() - t0
+    return Experience(it, s, len(problems), trajs, len(chosen), len(run.dropped_tasks), examples, timings)
+
+
+def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, quiet: bool | None = True) -> dict[str, Any]:
+    """The recipe in this process, or on every rank of a torchrun group (docs/scaling.md): rank 0 alone runs
+    the rollouts and writes everything; every rank trains its share of the update (FSDP)."""
+    from swe_rl.training.checkpoint import latest_checkpoint
+    from swe_rl.training.distributed import close_distributed, init_distributed
+
+    for stage in cfg.stages:  # the sampling guard: an error before anything is loaded
+        cfg.agent(stage).sampling().assert_unbiased()
+    if cfg.loss != "dapo":
+        raise ValueError(f"loss {cfg.loss!r}: the packed trainer needs a token-level loss (dapo)")
+    wandb_module(cfg)
+    if not resume and latest_checkpoint(cfg.out) is not None:
+        raise FileExistsError(f"{cfg.out} holds checkpoints: pass --resume to continue it, or choose another out")
+    dp = init_distributed("gloo" if cfg.device == "cpu" else "auto", timeout_s=cfg.dist_timeout_s)
+    try:
+        return _run_rl(cfg, dp, resume=resume, cache=cache, quiet=quiet)
+    finally:
+        if dp.enabled:
+            close_distributed()
+
+
+def _run_rl(cfg: RLConfig, dp: DataParallel, *, resume: bool, cache: Path | None, quiet: bool | None) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from swe_rl.config import to_dict
+    from swe_rl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from swe_rl.training.distributed import shard_model
+    from swe_rl.training.metrics_log import MetricsLogger, read_metrics
+    from swe_rl.training.rl_step import UpdateConfig, make_rl_optimizer, rl_update
+    from swe_rl.training.rope import apply_yarn
+
+    out, main = Path(cfg.out), dp.is_main
+    tasks: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+    path = None
+    if main:  # only rank 0 samples: the other ranks need neither the tasks nor the run's state
+        tasks = load_pool(cfg, cache)
+        path, state = start_from(cfg, tasks, cache)
+    path = dp.broadcast(path)
+
+    if dp.enabled:
+        device: Any = dp.device
+    else:
+        device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    # float32 master weights; on CUDA the forward runs under bf16 autocast (rl_step). Under torchrun the
+    # model is sharded over the ranks (shard_model is a no-op in a single process).
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").to(device)
+    model = shard_model(model, dp, activation_checkpointing=cfg.activation_checkpointing)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    optimizer = make_rl_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.adam_eps)
+    policy = make_sampler(cfg, path, model, tokenizer, dp) if main else None
+    if policy is not None:
         policy.version = state["policy_version"]
-        # Metric rows of an iteration that crashed before its checkpoint are written again below.
-        for name in ("metrics.jsonl", "train_steps.jsonl"):
-            if (out / name).exists():
-                rows = [r for r in read_metrics(out / name) if r["iteration"] <= state["iteration"]]
-                (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-        if cfg.sampler == "vllm":  # the engine loaded the run's first weights: give it the resumed ones
-            policy.update_weights(model.state_dict())
+
+    ckpt = dp.broadcast(latest_checkpoint(out) if resume and main else None)
+    if ckpt is not None:
+        loaded = load_checkpoint(ckpt, model, optimizer, dp=dp).extra
+        if cfg.sampler == "vllm" or dp.enabled:  # a separate sampler loaded the run's first weights: give it the resumed ones
+            sync_policy(policy, model, dp)
+        if main:
+            state = loaded
             policy.version = state["policy_version"]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+            # Metric rows of an iteration that crashed before its checkpoint are written again below.
+            for name in ("metrics.jsonl", "train_steps.jsonl"):
+                if (out / name).exists():
+                    rows = [r for r in read_metrics(out / name) if r["iteration"] <= state["iteration"]]
+                    (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     total = sum(s.iterations for s in cfg.stages)
     done_now = 0
-    wandb = wandb_run(cfg, out)
-    with MetricsLogger(out, tensorboard=cfg.tensorboard) as log, MetricsLogger(out, tensorboard=False, filename="train_steps.jsonl") as step_log:
-        while state["iteration"] < total and not (cfg.stop_after and done_now >= cfg.stop_after):
-            it = state["iteration"]
-            s, stage = enter_stage(state, cfg)
-            apply_yarn(model, stage.yarn_factor)
-            timings: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        log = step_log = wandb = None
+        if main:  # only rank 0 writes
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+            wandb = wandb_run(cfg, out)
+            log = stack.enter_context(MetricsLogger(out, tensorboard=cfg.tensorboard))
+            step_log = stack.enter_context(MetricsLogger(out, tensorboard=False, filename="train_steps.jsonl"))
+        while True:
+            exp = None
+            if main and state["iteration"] < total and not (cfg.stop_after and done_now >= cfg.stop_after):
+                exp = collect_experience(cfg, state, tasks, policy, out, cache, quiet)
+            # Rank 0 tells the others what to train on (None: the run is over); a no-op in a single process.
+            job = dp.broadcast(None if exp is None else (exp.iteration, exp.stage_index, exp.examples))
+            if job is None:
+                break
+            it, s, examples = job
+            stage = cfg.stages[s]
+            apply_yarn(model, stage.yarn_factor)  # the trainer's positions follow the sampler's
 
-            # 1. pick problems, G rollouts each
+            # 5-7. one pass over the batch in K optimizer steps, each rank on its share of every step
             t0 = time.perf_counter()
-            problems = [tasks[i] for i in pick_problems(state["pool"], stage.problems_per_iteration, cfg.seed, it)]
-            traj_file, finished = out / f"iter_{it:05d}" / "traj.jsonl", out / f"iter_{it:05d}" / "rollouts.done"
-            if traj_file.exists() and not finished.exists() and cfg.exact_resume:
-                # A killed iteration: its remaining episodes would be sampled in other batches (other seeds and
-                # padding) than in an uninterrupted run, so redo them all; a finished file is reused as it is.
-                traj_file.unlink()
-            run = run_rollouts(problems, policy, cfg.agent(stage), traj_file, samples=cfg.samples, batch=cfg.rollout_batch,
-                               seed=cfg.seed * 100_003 + it, resume=True, cache=cache, quiet=quiet,
-                               executor=cfg.executor, ray_address=cfg.ray_address or None, sandbox=cfg.sandbox)
-            finished.touch()
-            # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
-            # File order is the order gradings finished (threads): sort so the update does not depend on it.
-            trajs = sorted((t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks),
-                           key=lambda t: (t.instance_id, t.sample_index))
-            timings["rollout_s"] = time.perf_counter() - t0
-            if hasattr(policy, "sleep"):  # a vLLM engine frees the GPU for the update; the sync wakes it
-                policy.sleep()
-            timings["generation_s"] = run.metrics.get("episode_generation_s", 0.0)
-
-            # 2-4. reward, group advantages, drop zero-advantage samples
-            t0 = time.perf_counter()
-            score(trajs, cfg, stage)
-            for t in trajs:
-                rec = state["solves"].setdefault(t.instance_id, [0, 0])
-                rec[0] += int(t.reward_parts.get("resolved", 0.0) > 0)
-                rec[1] += 1
-            chosen = select_for_training(trajs, group_advantages(trajs, cfg.advantage))
-            timings["reward_s"] = time.perf_counter() - t0
-
-            # 5-7. one pass over the batch in K optimizer steps
-            t0 = time.perf_counter()
-            examples = [RLExample.from_trajectory(t, a) for t, a in chosen]
-            random.Random(f"{cfg.seed}:order:{it}").shuffle(examples)
             ucfg = UpdateConfig(batch_size=stage.batch_size, max_seq_len=stage.context_length, eps_low=stage.clip[0], eps_high=stage.clip[1],
                                 loss=cfg.loss, micro_batch_rows=cfg.micro_batch_rows, grad_clip=cfg.grad_clip, tis_cap=cfg.tis_cap)
-            steps, batch_metrics = rl_update(model, optimizer, examples, ucfg, pad_id=tokenizer.pad_token_id or 0)
-            timings["train_s"] = time.perf_counter() - t0
+            steps, batch_metrics = rl_update(model, optimizer, examples, ucfg, pad_id=tokenizer.pad_token_id or 0, dp=dp)
+            train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            sync_policy(policy, model)
-            timings["sync_s"] = time.perf_counter() - t0
+            sync_policy(policy, model, dp)
+            sync_s = time.perf_counter() - t0
 
             # metrics, then the checkpoint that makes the iteration count as done
-            row = {"iteration": it + 1, "stage": s + 1, "policy_version": policy.version, "pool_size": len(state["pool"]), "problems": len(problems),
-                   **rollout_metrics(trajs, len(chosen), len(run.dropped_tasks)), **update_metrics(steps, batch_metrics), **timings}
-            for k, m in enumerate(steps):
-                step_log.log(it + 1, {"iteration": it + 1, "k": k, **m})
-            log.log(it + 1, row)
-            if wandb is not None:
-                wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=it + 1)
-            state.update(iteration=it + 1, policy_version=policy.version)
-            save_checkpoint(out, model, tokenizer, optimizer, None, it + 1, extra=state, keep_last=cfg.keep_last)
+            if main:
+                assert exp is not None and log is not None and step_log is not None
+                row = {"iteration": it + 1, "stage": s + 1, "policy_version": policy.version, "pool_size": len(state["pool"]), "problems": exp.problems,
+                       **rollout_metrics(exp.trajs, exp.kept, exp.dropped_groups), **update_metrics(steps, batch_metrics),
+                       **exp.timings, "train_s": train_s, "sync_s": sync_s}
+                for k, m in enumerate(steps):
+                    step_log.log(it + 1, {"iteration": it + 1, "k": k, **m})
+                log.log(it + 1, row)
+                if wandb is not None:
+                    wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=it + 1)
+                state.update(iteration=it + 1, policy_version=policy.version)
+            save_checkpoint(out, model, tokenizer, optimizer, None, it + 1, extra=state, keep_last=cfg.keep_last, dp=dp)
             done_now += 1
-    if wandb is not None:
-        wandb.finish()
-    return {"iterations": state["iteration"], "run_now": done_now, "policy_version": policy.version, "pool": state["pool"], "out": str(out)}
+        if wandb is not None:
+            wandb.finish()
+    summary = {"iterations": state["iteration"], "run_now": done_now, "policy_version": policy.version, "pool": state["pool"], "out": str(out)} if main else None
+    return dp.broadcast(summary)
 
 
 def rl_cli(config: str | None, overrides: Sequence[str] = (), *, resume: bool = False, cache: Path | None = None) -> int:
@@ -419,5 +523,6 @@ def rl_cli(config: str | None, overrides: Sequence[str] = (), *, resume: bool = 
 
     cfg = load_config(RLConfig, config, overrides)
     summary = run_rl(cfg, resume=resume, cache=cache, quiet=None)
-    print(json.dumps(summary, indent=1))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: once
+        print(json.dumps(summary, indent=1))
     return 0

@@ -88,11 +88,12 @@ class DataParallel:
 SINGLE = DataParallel()
 
 
-def init_distributed(backend: str = "auto") -> DataParallel:
+def init_distributed(backend: str = "auto", *, timeout_s: float | None = None) -> DataParallel:
     """Join the torchrun group (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from the environment).
 
     Without torchrun's variables (or with WORLD_SIZE=1) this is the single process: no group.
-    backend: auto = nccl when CUDA is present, else gloo.
+    backend: auto = nccl when CUDA is present, else gloo. timeout_s: how long a collective may wait
+    (None = torch's default); the RL recipe's other ranks wait in one while rank 0 runs the rollouts.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -109,7 +110,10 @@ def init_distributed(backend: str = "auto") -> DataParallel:
 
     if not dist.is_initialized():
         chosen = backend if backend != "auto" else ("nccl" if cuda else "gloo")
-        dist.init_process_group(chosen, device_id=device if chosen == "nccl" else None)
+        import datetime
+
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+        dist.init_process_group(chosen, device_id=device if chosen == "nccl" else None, timeout=timeout)
     return DataParallel(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
 
 
