@@ -149,10 +149,12 @@ class HFPolicy:
         rows = torch.arange(n, device=dev)  # batch row -> prompt index; finished rows are dropped
         cache = DynamicCache(config=self.model.config)
         step_kw = {self._cache_arg: cache, "use_cache": True}
+        # The model's own dtype, no autocast: under bf16 autocast the float32 weights are cast again at every
+        # decode step (3x slower on an H200) and the gap to a bf16 trainer did not shrink (docs/scaling.md).
         logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=1, **step_kw).logits[:, -1]
         next_pos = pos[:, -1] + 1
         for step in range(params.max_new_tokens):
-            lp = processed_logprobs(logits[:, :vocab], params, seen)
+            lp = processed_logprobs(logits[:, :vocab].float(), params, seen)
             if params.temperature == 0:
                 tok = lp.argmax(-1)
             else:

@@ -196,14 +196,14 @@ def micro_batch_plan(rows: Sequence[Sequence[int]], micro_batch_rows: int, dp: D
 
 def idle_pass(model: torch.nn.Module, *, backward: bool, pad_id: int = 0) -> None:
     """A forward (and backward) on a 2-token dummy whose loss is exactly 0: it adds nothing to any gradient."""
+    from swe_rl.precision import autocast
     from swe_rl.training.logprobs import packed_token_logprobs
     from swe_rl.training.packing import collate
 
     device = next(model.parameters()).device
     dummy = SimpleNamespace(input_ids=[pad_id, pad_id], loss_mask=[0, 0])
     batch = collate([dummy], [[0]], pad_id=pad_id).to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    with autocast, (contextlib.nullcontext() if backward else torch.no_grad()):
+    with autocast(device), (contextlib.nullcontext() if backward else torch.no_grad()):
         lp = packed_token_logprobs(model, batch)
     if backward:
         (lp.sum() * 0.0).backward()

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
+from swe_rl.precision import autocast
 from swe_rl.training.distributed import DataParallel, clip_grad_norm, idle_pass, micro_batch_plan
 from swe_rl.training.logprobs import packed_token_logprobs
 from swe_rl.training.losses import get_loss
@@ -63,11 +64,6 @@ class UpdateConfig:
             raise ValueError(f"UpdateConfig: batch_size, micro_batch_rows >= 1, max_seq_len >= 2, tis_cap >= 0: {self}")
 
 
-def _autocast(device: torch.device):
-    # bf16 compute with float32 master weights: lr 1e-6 updates are below bf16's resolution.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-
-
 def _layout(batch: PackedBatch, per_example: Sequence[Sequence[float] | torch.Tensor], fill: float = 0.0) -> torch.Tensor:
     """[R, L] float32 tensor with `per_example[k]` written at example k's span."""
     out = torch.full(batch.input_ids.shape, fill, dtype=torch.float32)
@@ -88,7 +84,7 @@ def trainer_logprobs(model: torch.nn.Module, examples: Sequence[RLExample], max_
             idle_pass(model, backward=False, pad_id=pad_id)
             continue
         batch = collate(examples, chunk, pad_id=pad_id).to(device)
-        with _autocast(device):
+        with autocast(device):
             lp = packed_token_logprobs(model, batch).float().cpu()
         for k, values in zip((j for row in chunk for j in row), batch.unpack(lp)):
             out[k] = values
@@ -147,7 +143,7 @@ def accumulate_step(
             adv_tokens = [a * weights[j] for a, j in zip(adv_tokens, order)]
         adv = _layout(batch, adv_tokens)
         batch = batch.to(device)
-        with _autocast(device):
+        with autocast(device):
             lp = packed_token_logprobs(model, batch)
         loss, stats = loss_fn(lp.float(), old.to(device), adv.to(device), batch.loss_mask, eps_low=cfg.eps_low, eps_high=cfg.eps_high, total_tokens=total)
         loss.backward()

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
+from swe_rl.precision import autocast
 from swe_rl.training.checkpoint import export_model, latest_checkpoint, load_checkpoint, save_checkpoint
 from swe_rl.training.distributed import DataParallel, enable_activation_checkpointing, idle_pass, micro_batch_plan
 from swe_rl.training.logprobs import attn_implementation, masked_nll_sum
@@ -101,14 +102,12 @@ def train_step(model: torch.nn.Module, examples: Sequence[SFTExample], cfg: SFTC
     if dp is not None and dp.enabled:
         total = int(dp.sum([total])[0])
     loss_sum, real, processed = 0.0, 0, 0
-    # bf16 compute with float32 master weights: lr 5e-6 updates are below bf16's resolution.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     for chunk in micro_batch_plan(rows, cfg.micro_batch_rows, dp):
         if not chunk:  # FSDP: this rank's rows ran out, the others' collectives still need it
             idle_pass(model, backward=True, pad_id=pad_id)
             continue
         batch = collate(examples, chunk, pad_id=pad_id).to(device)
-        with autocast:
+        with autocast(device):
             nll, _ = masked_nll_sum(model, batch)
         (nll / max(total, 1)).backward()
         loss_sum += float(nll.detach())
