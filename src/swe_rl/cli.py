@@ -323,5 +323,34 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
+def _is_user_error(e: Exception) -> bool:
+    """Bad input or a missing set-up step: the message says what and where, a traceback adds nothing."""
+    from swe_rl.config import ConfigError
+    from swe_rl.recipes.pipeline import PipelineError
+    from swe_rl.recipes.rft import RFTError
+    from swe_rl.sandbox.environments import EnvironmentBuildError
+    from swe_rl.sandbox.git_source import GitError
+    from swe_rl.sandbox.protocol import SandboxUnavailable
+    from swe_rl.tasks.schema import TaskValidationError
+
+    return isinstance(e, (ConfigError, TaskValidationError, SandboxUnavailable, EnvironmentBuildError, GitError,
+                          RFTError, PipelineError, FileNotFoundError, FileExistsError))
+
+
+def console(argv: list[str] | None = None) -> int:
+    """The `swe-rl` command: `main`, with bad input reported in one line and exit status 2
+    (SWE_RL_TRACEBACK=1 shows the traceback instead). Whatever was written before stays on disk."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("swe-rl: interrupted (finished episodes and checkpoints are kept; rerun to resume)", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("SWE_RL_TRACEBACK") or not _is_user_error(e):
+            raise
+        print(f"swe-rl: error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

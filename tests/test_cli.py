@@ -1,0 +1,35 @@
+"""The `swe-rl` command's error reporting (src/swe_rl/cli.py `console`), through a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def swe_rl(*args: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "SWE_RL_TRACEBACK"} | env
+    return subprocess.run([sys.executable, "-m", "swe_rl.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=full_env, timeout=120)
+
+
+def test_bad_input_is_one_line_and_exit_2():
+    r = swe_rl("rl", "--config", "configs/rl_stage1_cpu.yaml", "--set", "sampls=3")
+    assert r.returncode == 2
+    assert r.stderr.startswith("swe-rl: error: configs/rl_stage1_cpu.yaml: unknown key(s) sampls for RLConfig")
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_config_file_names_it():
+    r = swe_rl("rl", "--config", "no/such/config.yaml")
+    assert r.returncode == 2
+    assert "no/such/config.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_traceback_on_request():
+    r = swe_rl("rl", "--config", "configs/rl_stage1_cpu.yaml", "--set", "sampls=3", SWE_RL_TRACEBACK="1")
+    assert r.returncode == 1
+    assert "Traceback" in r.stderr and "ConfigError" in r.stderr
