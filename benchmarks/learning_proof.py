@@ -40,8 +40,8 @@ AGENT = AgentConfig(max_turns=5, context_length=2560, max_new_tokens=96, window=
                     prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
 # ---- warm start: behaviour cloning on scripted:explore replays of training tasks ----------------
-WARM_DEMOS = 8
-WARM_SFT = SFTConfig(lr=1e-4, epochs=1, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
+WARM_DEMOS = 24
+WARM_SFT = SFTConfig(lr=1e-4, epochs=2, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RFT: the model's own resolved training samples ---------------------------------------------
 RFT_SAMPLES = 4  # G
 RFT_SFT = SFTConfig(lr=2e-5, epochs=1, batch_size=4, warmup_steps=2, max_seq_len=AGENT.context_length, tensorboard=False)
