@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from swe_rl.sandbox.docker_exec import ExecStream
 from swe_rl.sandbox.protocol import Limits, Sandbox, SandboxError, SandboxUnavailable
-from swe_rl.sandbox.shell import Reply, ShellReader
+from swe_rl.sandbox.shell import Reply, ShellReader, exec_result
 from swe_rl.types import ExecResult, Task
 
 BACKENDS = ("local", "docker")
@@ -306,18 +306,9 @@ class DockerSandbox:
                 reply = self._reader.read_until(self._n, t0 + timeout, cap)
             except OSError:  # the exec's connection is gone: the shell died between commands
                 reply = Reply("eof", b"", 0)
-            out = reply.text()
-            if reply.status == "done":
-                self.cwd = reply.cwd
-                code = reply.exit_code
-            elif reply.status == "timeout":
-                out += self._restart(f"command timed out after {timeout:g} s; every process in the sandbox was killed")
-                code = -1
-            else:
-                code = shell.exit_code()
-                out += self._restart(f"the shell exited with code {code}")
-            return ExecResult(output=out, exit_code=code, timed_out=reply.status == "timeout",
-                              truncated=reply.omitted > 0, duration_s=time.monotonic() - t0)
+            result, cwd = exec_result(reply, t0=t0, timeout=timeout, restart=self._restart, shell_exit_code=shell.exit_code)
+            self.cwd = cwd or self.cwd
+            return result
 
     def _inside(self, path: str) -> str:
         return posixpath.join(self.workdir, path)  # an absolute path stays as it is

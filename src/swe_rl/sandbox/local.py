@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 from swe_rl.sandbox import uids
 from swe_rl.sandbox.hostfs import open_beneath, workspace_parts
 from swe_rl.sandbox.protocol import Limits, SandboxError, SandboxUnavailable
-from swe_rl.sandbox.shell import CTL_INSIDE, DRIVER, Reply, ShellReader
+from swe_rl.sandbox.shell import CTL_INSIDE, DRIVER, Reply, ShellReader, exec_result
 from swe_rl.types import ExecResult
 
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
@@ -312,18 +312,9 @@ class LocalSandbox:
                 reply = self._reader.read_until(self._n, t0 + timeout, cap)
             except BrokenPipeError:
                 reply = Reply("eof", b"", 0)
-            out = reply.text()
-            if reply.status == "done":
-                self.cwd = reply.cwd
-                code = reply.exit_code
-            elif reply.status == "timeout":
-                out += self._restart(f"command timed out after {timeout:g} s; every process in the sandbox was killed")
-                code = -1
-            else:
-                code = proc.wait()
-                out += self._restart(f"the shell exited with code {code}")
-            return ExecResult(output=note.lstrip("\n") + out, exit_code=code, timed_out=reply.status == "timeout",
-                              truncated=reply.omitted > 0, duration_s=time.monotonic() - t0)
+            result, cwd = exec_result(reply, t0=t0, timeout=timeout, restart=self._restart, shell_exit_code=proc.wait, note=note)
+            self.cwd = cwd or self.cwd
+            return result
 
     def _inside(self, path: str) -> str:
         return posixpath.join(self.workdir, path)  # an absolute path stays as it is

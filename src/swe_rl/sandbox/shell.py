@@ -13,6 +13,9 @@ import os
 import select
 import time
 from dataclasses import dataclass
+from typing import Callable
+
+from swe_rl.types import ExecResult
 
 CTL_INSIDE = "/run/swe-rl"  # the control directory's path inside the sandbox (read-only there)
 
@@ -47,6 +50,26 @@ class Reply:
     def text(self) -> str:
         out = self.output.decode("utf-8", errors="replace")
         return out + truncation_marker(self.omitted) if self.omitted else out
+
+
+def exec_result(reply: Reply, *, t0: float, timeout: float, restart: Callable[[str], str],
+                shell_exit_code: Callable[[], int], note: str = "") -> tuple[ExecResult, str | None]:
+    """One command's ExecResult from its reply, and the shell's new cwd (None unless it finished).
+
+    A timeout or a dead shell restarts the shell (`restart(why)` returns the note appended to the
+    output); `shell_exit_code` reads a dead shell's status. Both transports (local, docker) share this.
+    """
+    out, cwd = reply.text(), None
+    if reply.status == "done":
+        cwd, code = reply.cwd, reply.exit_code
+    elif reply.status == "timeout":
+        out += restart(f"command timed out after {timeout:g} s; every process in the sandbox was killed")
+        code = -1
+    else:
+        code = shell_exit_code()
+        out += restart(f"the shell exited with code {code}")
+    return ExecResult(output=note.lstrip("\n") + out, exit_code=code, timed_out=reply.status == "timeout",
+                      truncated=reply.omitted > 0, duration_s=time.monotonic() - t0), cwd
 
 
 class ShellReader:
