@@ -151,3 +151,27 @@ def test_repetition_penalty_uses_each_rows_own_tokens(tiny_policy, tokenizer):
             seen = torch.zeros_like(row, dtype=torch.bool)
             seen[0, ids[: len(p) + k]] = True
             assert abs(float(processed_logprobs(row, params, seen)[0, t]) - lp) < 1e-4
+
+
+def test_next_turn_reuses_the_kept_cache_and_samples_what_a_fresh_policy_samples(tiny_dir, tokenizer):
+    reusing, fresh = HFPolicy(tiny_dir, device="cpu"), HFPolicy(tiny_dir, device="cpu", reuse_prefix=False)
+    first = [prompt(tokenizer, "fix the bug"), prompt(tokenizer, "a longer first message, with more words in it")]
+    params = SamplingParams(max_new_tokens=12, seed=3)
+    turn1 = reusing.generate(first, params)
+    assert [c.token_ids for c in turn1] == [c.token_ids for c in fresh.generate(first, params)]
+    # the next turn: each conversation so far, plus an observation of a different length per row
+    second = [p + list(c.token_ids) + tokenizer.encode(obs, add_special_tokens=False)
+              for p, c, obs in zip(first, turn1, ["ok", "the tests still fail: 3 errors"])]
+    before = reusing.reused_tokens
+    turn2 = reusing.generate(second, SamplingParams(max_new_tokens=12, seed=4))
+    # every row found its own previous turn: all of it but the last sampled token came from the cache
+    assert reusing.reused_tokens - before == sum(len(p) + len(c.token_ids) - 1 for p, c in zip(first, turn1))
+    expected = fresh.generate(second, SamplingParams(max_new_tokens=12, seed=4))
+    assert [c.token_ids for c in turn2] == [c.token_ids for c in expected]
+    assert max(abs(a - b) for x, y in zip(turn2, expected) for a, b in zip(x.logprobs, y.logprobs)) < 1e-5
+    assert sampled_vs_recomputed(reusing, second, turn2) < 1e-4
+    # new weights: nothing kept survives
+    reusing.update_weights()
+    before = reusing.reused_tokens
+    reusing.generate(second, SamplingParams(max_new_tokens=2, seed=4))
+    assert reusing.reused_tokens == before

@@ -3,11 +3,14 @@
 Owning the loop (forward with a KV cache, then `torch.multinomial`) rather than calling
 `model.generate` means nothing from the model's `generation_config` can leak in, and the
 log-prob of each sampled token is read from the very distribution it was drawn from.
+A multi-turn episode's next prompt extends its last one, so each finished row's KV cache is
+kept until the next call and only the new tokens are prefilled (`reuse_prefix`).
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -47,6 +50,22 @@ def processed_logprobs(logits: torch.Tensor, params: SamplingParams, seen: torch
     return torch.log_softmax(logits, dim=-1)
 
 
+@dataclass(frozen=True)
+class _Prefix:
+    """One finished row's KV cache: the token ids it covers and, per layer, (keys, values) [heads, len, dim]."""
+
+    ids: tuple[int, ...]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    tag: tuple  # the weights and positions it was computed under: reusable only under the same
+
+
+def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) [batch, heads, seq, dim] of every layer of a DynamicCache, across transformers versions."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
 class HFPolicy:
     """A transformers causal LM behind the Policy Protocol.
 
@@ -54,7 +73,9 @@ class HFPolicy:
     a Hugging Face directory, or a loaded model (then pass `tokenizer`, or `stop_token_ids`).
     `device="auto"` picks CUDA when present; dtype defaults to bfloat16 on GPU, float32 on CPU.
     Each sequence stops at its own end-of-turn token (default: `stop_token_ids(tokenizer)`),
-    which is included in the completion.
+    which is included in the completion. `reuse_prefix`: a prompt that extends a row of the
+    previous call (the next turn of an episode) prefills only its new tokens from that row's
+    kept KV cache; new weights (`update_weights`) or positions (YaRN) invalidate what was kept.
     """
 
     def __init__(
@@ -66,6 +87,7 @@ class HFPolicy:
         stop_token_ids: Iterable[int] | None = None,
         tokenizer: Any = None,
         name: str | None = None,
+        reuse_prefix: bool = True,
     ) -> None:
         if isinstance(model_or_path, (str, Path)):
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -97,12 +119,16 @@ class HFPolicy:
         if not self.stop_token_ids:
             raise ValueError("HFPolicy: no stop token ids (the model could never end a turn)")
         self.version = 0
+        self.reuse_prefix = reuse_prefix
+        self._prefixes: list[_Prefix] = []  # the previous call's rows
+        self.prefill_tokens = self.reused_tokens = 0  # counters: tokens run through the model vs taken from a kept cache
 
     def update_weights(self, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Load new weights (or record that they were changed in place) and bump `version`."""
         if state_dict is not None:
             self.model.load_state_dict(state_dict)
         self.version += 1
+        self._prefixes = []
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         if not prompts:
@@ -120,19 +146,69 @@ class HFPolicy:
             ]
         return completions
 
+    def _tag(self) -> tuple:
+        return (self.version, repr(getattr(self.model.config, "rope_scaling", None)))
+
+    def _kept_prefix(self, prompt: list[int], tag: tuple) -> _Prefix | None:
+        """The longest kept row that `prompt` strictly extends (at least one new token to run)."""
+        best = None
+        for p in self._prefixes:
+            if p.tag == tag and len(p.ids) < len(prompt) and (best is None or len(p.ids) > len(best.ids)) \
+                    and tuple(prompt[: len(p.ids)]) == p.ids:
+                best = p
+        return best
+
+    def _prefill(self, prompts: list[list[int]], cache: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input ids, attention mask, position ids) of the first forward; kept prefixes go into `cache`.
+
+        Each row is [left pad | kept prefix | pad | new tokens], right-aligned at both seams: the mask
+        hides the pads, position ids count only real tokens, so every row's last token is at column -1.
+        """
+        dev, n = self.device, len(prompts)
+        tag = self._tag()
+        hits = [self._kept_prefix(p, tag) if self.reuse_prefix else None for p in prompts]
+        kept = [len(h.ids) if h else 0 for h in hits]
+        new = [p[k:] for p, k in zip(prompts, kept)]
+        width_kept, width_new = max(kept), max(len(x) for x in new)
+        pad = self.stop_token_ids[0]  # any id works: padded positions are masked out
+        ids = torch.full((n, width_new), pad, dtype=torch.long, device=dev)
+        attn = torch.zeros((n, width_kept + width_new), dtype=torch.long, device=dev)
+        pos = torch.zeros((n, width_new), dtype=torch.long, device=dev)
+        for i, (x, k) in enumerate(zip(new, kept)):
+            ids[i, width_new - len(x):] = torch.tensor(x, dtype=torch.long)
+            pos[i, width_new - len(x):] = torch.arange(k, k + len(x))
+            attn[i, width_kept - k: width_kept] = 1
+            attn[i, width_kept + width_new - len(x):] = 1
+        if width_kept:
+            first = next(h for h in hits if h)
+            for layer, (k0, v0) in enumerate(first.kv):
+                keys = k0.new_zeros((n, k0.shape[0], width_kept, k0.shape[2]))
+                values = v0.new_zeros((n, v0.shape[0], width_kept, v0.shape[2]))
+                for i, h in enumerate(hits):
+                    if h:
+                        keys[i, :, width_kept - kept[i]:], values[i, :, width_kept - kept[i]:] = h.kv[layer]
+                cache.update(keys, values, layer)
+        self.reused_tokens += sum(kept)
+        self.prefill_tokens += sum(len(x) for x in new)
+        return ids, attn, pos
+
+    def _keep(self, store: list[_Prefix], cache: Any, attn: torch.Tensor, batch_rows: list[int], ids: list[tuple[int, ...]]) -> None:
+        """Keep the KV of batch rows `batch_rows` (which cover `ids`) for the next call, padding removed."""
+        if not self.reuse_prefix:
+            return
+        layers = _layers(cache)
+        for b, covered in zip(batch_rows, ids):
+            real = attn[b].bool()
+            store.append(_Prefix(covered, [(k[b][:, real], v[b][:, real]) for k, v in layers], self._tag()))
+
     @torch.no_grad()
     def _sample(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         from transformers import DynamicCache
 
         dev, n = self.device, len(prompts)
-        width = max(len(p) for p in prompts)
-        pad = self.stop_token_ids[0]  # any id works: padded positions are masked out
-        ids = torch.full((n, width), pad, dtype=torch.long, device=dev)
-        attn = torch.zeros((n, width), dtype=torch.long, device=dev)
-        for i, p in enumerate(prompts):  # left padding: every row's last prompt token is at column -1
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            attn[i, width - len(p):] = 1
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        ids, attn, pos = self._prefill(prompts, cache)
+        store: list[_Prefix] = []
         vocab = self.model.get_output_embeddings().weight.shape[0]
         seen = None
         if params.repetition_penalty != 1.0:
@@ -147,12 +223,15 @@ class HFPolicy:
         out_lps: list[list[float]] = [[] for _ in range(n)]
         finish = ["length"] * n
         rows = torch.arange(n, device=dev)  # batch row -> prompt index; finished rows are dropped
-        cache = DynamicCache(config=self.model.config)
         step_kw = {self._cache_arg: cache, "use_cache": True}
         # The model's own dtype, no autocast: under bf16 autocast the float32 weights are cast again at every
         # decode step (3x slower on an H200) and the gap to a bf16 trainer did not shrink (docs/scaling.md).
         logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=1, **step_kw).logits[:, -1]
         next_pos = pos[:, -1] + 1
+
+        def covered(i: int) -> tuple[int, ...]:  # the cache holds every token but the one just sampled
+            return tuple(prompts[i]) + tuple(out_ids[i][:-1])
+
         for step in range(params.max_new_tokens):
             lp = processed_logprobs(logits[:, :vocab].float(), params, seen)
             if params.temperature == 0:
@@ -167,8 +246,11 @@ class HFPolicy:
                 if s:
                     finish[i] = "stop"
             if step == params.max_new_tokens - 1 or bool(is_stop.all()):
+                self._keep(store, cache, attn, list(range(len(rows))), [covered(i) for i in rows.tolist()])
                 break
             if bool(is_stop.any()):
+                done = is_stop.nonzero()[:, 0].tolist()
+                self._keep(store, cache, attn, done, [covered(rows[b].item()) for b in done])
                 keep = (~is_stop).nonzero()[:, 0]
                 cache.batch_select_indices(keep)
                 rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
@@ -181,4 +263,5 @@ class HFPolicy:
                 input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None], **step_kw
             ).logits[:, -1]
             next_pos = next_pos + 1
+        self._prefixes = store
         return [Completion(tuple(t), tuple(l), finish[i]) for i, (t, l) in enumerate(zip(out_ids, out_lps))]  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ synthesize.py turns the candidates that some tests catch into tasks.
 from __future__ import annotations
 
 import ast
+import bisect
 import difflib
 import hashlib
 import re
@@ -88,7 +89,9 @@ def is_code_file(path: str) -> bool:
 def enumerate_mutations(source: str, file: str) -> list[Mutation]:
     """Every candidate mutation of `source` inside function bodies, in source order, deduplicated.
 
-    Each result parses and differs from the original AST (a no-op edit is dropped).
+    Each result parses and differs from the original AST (a no-op edit is dropped). Only the
+    top-level statement a candidate edits is re-parsed: re-parsing the whole module per candidate
+    took minutes and hundreds of MB on large modules, and the other statements cannot change.
     """
     try:
         tree = ast.parse(source)
@@ -96,19 +99,27 @@ def enumerate_mutations(source: str, file: str) -> list[Mutation]:
         return []
     finder = _Finder(source, file)
     finder.visit(tree)
-    original_dump = ast.dump(tree)
+    spans = [finder.span(stmt) for stmt in tree.body]
+    starts = [start for start, _ in spans]
+    original_dumps: dict[int, str] = {}
     out: list[Mutation] = []
-    seen: set[str] = set()
+    seen: set[tuple[int, bytes]] = set()
     for m in sorted(finder.found, key=lambda m: (m.start, m.end, OPERATORS.index(m.operator), m.replacement)):
-        mutated = m.apply(source)
-        if mutated in seen:
+        i = bisect.bisect_right(starts, m.start) - 1
+        start, end = spans[i] if i >= 0 and m.end <= spans[i][1] else (0, len(finder.data))  # else: the module
+        segment = finder.data[start:end]
+        mutated = segment[: m.start - start] + m.replacement.encode() + segment[m.end - start:]
+        key = (start, hashlib.sha256(mutated).digest())
+        if key in seen:
             continue
         try:
-            if ast.dump(ast.parse(mutated)) == original_dump:
+            if start not in original_dumps:
+                original_dumps[start] = ast.dump(ast.parse(segment.decode()))
+            if ast.dump(ast.parse(mutated.decode())) == original_dumps[start]:
                 continue
         except SyntaxError:
             continue
-        seen.add(mutated)
+        seen.add(key)
         out.append(m)
     return out
 
