@@ -34,7 +34,7 @@ def _tasks_synthesize(a: argparse.Namespace) -> int:
     from swe_rl.tasks.synthesize import synthesize_cli
 
     return synthesize_cli(a.source, a.n, a.out, seed=a.seed, jobs=a.jobs, max_p2p=a.max_p2p, cache=a.cache_dir,
-                          pip=a.pip, llm_url=a.llm_url, llm_model=a.llm_model)
+                          pip=a.pip, llm_url=a.llm_url, llm_model=a.llm_model, operators=a.operators)
 
 
 def _tasks_filter(a: argparse.Namespace) -> int:
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pip", action="append", default=None, help="requirement installed in the environment (repeat; default pytest)")
     p.add_argument("--llm-url", default=None, help="OpenAI-compatible endpoint that rewrites the problem statements")
     p.add_argument("--llm-model", default="default")
+    p.add_argument("--operator", action="append", default=None, dest="operators",
+                   help="only this mutation operator (repeat; default: all), e.g. invert_condition")
     cache_arg(p)
     p.set_defaults(func=_tasks_synthesize)
 

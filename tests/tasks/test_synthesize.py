@@ -104,3 +104,22 @@ def test_resume_after_a_kill(synth, tmp_path):
     sidecar = [json.loads(x) for x in out.with_name(out.name + ".decisions.jsonl").read_text().splitlines()]
     keys = [x["key"] for x in sidecar[1:]]
     assert len(keys) == len(set(keys))  # no candidate decided twice
+
+
+def test_operators_and_keep_restrict_the_candidates(synth):
+    from swe_rl.tasks.sources import prepare_source
+    from swe_rl.tasks.synthesize import candidates
+
+    project = prepare_source(str(synth["src"]), synth["root"] / "repos_family", synth["cache"])
+    everything, _ = candidates(project, 3)
+    conditions, _ = candidates(project, 3, ("invert_condition",))
+    assert conditions and {m.operator for m in conditions} == {"invert_condition"}
+    assert {m.key for m in conditions} == {m.key for m in everything if m.operator == "invert_condition"}
+
+    def negation(m):
+        return m.replacement.startswith("not ")
+
+    negated, _ = candidates(project, 3, ("invert_condition",), negation)
+    assert negated and all(negation(m) for m in negated) and len(negated) < len(conditions)
+    with pytest.raises(ValueError, match="unknown"):
+        candidates(project, 3, ("invert_conditon",))

@@ -22,6 +22,7 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from swe_rl.paths import cache_dir
 from swe_rl.rewards.log_parsers import parse_log_pytest
@@ -137,21 +138,28 @@ def _decide_in_worker(m: Mutation, source: str, relevant: list[str] | None, pass
 # --- candidates --------------------------------------------------------------------------------
 
 
-def candidates(project: Project, seed: int) -> tuple[list[Mutation], dict[str, str]]:
-    """All mutations of the project's code files, shuffled per operator and interleaved (operator variety first)."""
+def candidates(project: Project, seed: int, operators: tuple[str, ...] = OPERATORS,
+               keep: Callable[[Mutation], bool] | None = None) -> tuple[list[Mutation], dict[str, str]]:
+    """All mutations of the project's code files by `operators` (and `keep`, when given), shuffled per
+    operator and interleaved (operator variety first)."""
     listing = subprocess.run(["git", "ls-files", "-z"], cwd=project.path, capture_output=True, check=True).stdout.decode()
     sources = {f: (project.path / f).read_text(encoding="utf-8") for f in sorted(filter(None, listing.split("\0")))
                if is_code_file(f)}
-    by_op: dict[str, list[Mutation]] = {op: [] for op in OPERATORS}
+    unknown = sorted(set(operators) - set(OPERATORS))
+    if unknown or not operators:
+        raise ValueError(f"operators: unknown {unknown or 'none given'}; choose from {', '.join(OPERATORS)}")
+    chosen = [op for op in OPERATORS if op in operators]
+    by_op: dict[str, list[Mutation]] = {op: [] for op in chosen}
     for file, text in sources.items():
         if text.endswith("\n"):  # a diff of a file without a final newline needs special markers
             for m in enumerate_mutations(text, file):
-                by_op[m.operator].append(m)
+                if m.operator in by_op and (keep is None or keep(m)):
+                    by_op[m.operator].append(m)
     rng = random.Random(seed)
-    for op in OPERATORS:
+    for op in chosen:
         rng.shuffle(by_op[op])
     order: list[Mutation] = []
-    queues = [deque(by_op[op]) for op in OPERATORS]
+    queues = [deque(by_op[op]) for op in chosen]
     while any(queues):
         for q in queues:
             if q:
@@ -184,18 +192,25 @@ def setup(source: str, repos_dir: Path, cache: Path, pip_packages: tuple[str, ..
 
 def synthesize(source: str, n: int, out: Path, *, seed: int = 0, jobs: int = 1, max_p2p: int = 50,
                cache: Path | None = None, pip_packages: tuple[str, ...] = DEFAULT_PIP, llm_url: str | None = None,
-               llm_model: str = "default", progress: bool = True) -> SynthesisReport:
-    """Append up to `n` verified tasks to `out` (JSONL), resuming from `<out>.decisions.jsonl`."""
+               llm_model: str = "default", progress: bool = True, operators: tuple[str, ...] = OPERATORS,
+               keep: Callable[[Mutation], bool] | None = None) -> SynthesisReport:
+    """Append up to `n` verified tasks to `out` (JSONL), resuming from `<out>.decisions.jsonl`.
+
+    `operators` restricts the mutation operators and `keep` the candidates (a task family, e.g. only
+    conditions wrapped in `not`); both are recorded with the resume state.
+    """
     cache = Path(cache) if cache is not None else cache_dir()
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     project, venv, template = setup(source, out.parent / "repos", cache, pip_packages)
-    order, sources = candidates(project, seed)
+    order, sources = candidates(project, seed, operators, keep)
     tests = {f: (project.path / f).read_text(encoding="utf-8", errors="replace")
              for f in subprocess.run(["git", "ls-files"], cwd=project.path, capture_output=True, text=True,
                                      check=True).stdout.split() if _is_test_file(f)}
     sidecar = out.with_name(out.name + ".decisions.jsonl")
-    decided, written_ids = _resume(out, sidecar, {"source": source, "seed": seed})
+    meta = {"source": source, "seed": seed} | ({} if tuple(operators) == OPERATORS else {"operators": sorted(operators)}) \
+        | ({} if keep is None else {"keep": keep.__name__})
+    decided, written_ids = _resume(out, sidecar, meta)
     report = SynthesisReport(accepted=len(written_ids), candidates=len(order))
     todo = [m for m in order if m.key not in decided]
 
@@ -345,12 +360,13 @@ class _progress:
 
 def synthesize_cli(source: str, n: int, out: Path, *, seed: int = 0, jobs: int = 1, max_p2p: int = 50,
                    cache: Path | None = None, pip: list[str] | None = None, llm_url: str | None = None,
-                   llm_model: str = "default") -> int:
+                   llm_model: str = "default", operators: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
     report = synthesize(source, n, out, seed=seed, jobs=jobs, max_p2p=max_p2p, cache=cache,
-                        pip_packages=tuple(pip) if pip else DEFAULT_PIP, llm_url=llm_url, llm_model=llm_model)
+                        pip_packages=tuple(pip) if pip else DEFAULT_PIP, llm_url=llm_url, llm_model=llm_model,
+                        operators=tuple(operators) if operators else OPERATORS)
     console.print(f"{report.accepted} tasks in {out} ({len(report.written)} new; {report.tried} candidates tried "
                   f"of {report.candidates})", highlight=False)
     for reason, count in sorted(report.rejected.items(), key=lambda kv: -kv[1]):
