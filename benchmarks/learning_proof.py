@@ -4,9 +4,11 @@
         [--eval-tasks N --eval-runs K]   # a smaller proof;  --status: episodes finished so far;
         [--calibrate warm|rft|rl]        # a stage's model on training tasks (how knobs are chosen)
 
-The task family: single-function bugs synthesized (tasks/synthesize.py) into real PyPI projects,
-kept when `scripted:explore` can solve them from what its context shows (the issue names the
-function), split so that held-out tasks mutate functions no training task mutates. The warm start
+The task family: negated conditions (`if c:` became `if not c:` / `if not (c):`) synthesized
+(tasks/synthesize.py, operator invert_condition, negations only) into real PyPI projects, kept when
+`scripted:explore` can solve them from what its context shows (the issue names the function), split
+so that held-out tasks mutate functions no training task mutates. An easier family than "any bug":
+the fix is visible in the code a solver opens, which a 135M model can learn to see. The warm start
 is behaviour cloning on `scripted:explore` replays of a few TRAINING tasks (a stand-in for a
 stronger pretrained prior); then the paper's RFT (the model's own resolved samples) and DAPO RL,
 each on training tasks only. Knobs are chosen from training-task numbers only (`--calibrate`);
@@ -28,11 +30,12 @@ from swe_rl.training.sft import SFTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 # ---- the task family -----------------------------------------------------------------------------
-SOURCES = {"pypi:toolz==1.0.0": 91, "pypi:inflection==0.5.1": 130}  # source -> tasks synthesized (seeded, resumable)
+SOURCES = {"pypi:toolz==1.0.0": 70, "pypi:more-itertools==10.5.0": 50}  # source -> tasks synthesized (seeded, resumable)
+OPERATORS = ("invert_condition",)
 SYNTH_SEED = 0
 MAX_P2P = 10  # fewer pass-to-pass tests: faster grading, same fail-to-pass signal
 HELDOUT_FRACTION = 0.3
-SPLIT_SEED = 4  # of seeds 0-7, the split with the most held-out functions (7) and tasks (16): sizes only, no scores
+SPLIT_SEED = 0
 HELDOUT_TASKS = 16  # evaluated held-out tasks (the first N of the held-out side)
 TRAIN_TASKS = 40  # training tasks used by RFT and RL (the first N of the training side)
 # ---- the scaffold (the same for every stage and every evaluation) ------------------------------
@@ -40,7 +43,7 @@ AGENT = AgentConfig(max_turns=5, context_length=2560, max_new_tokens=96, window=
                     prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
 # ---- warm start: behaviour cloning on scripted:explore replays of training tasks ----------------
-WARM_DEMOS = 24
+WARM_DEMOS = 16
 WARM_SFT = SFTConfig(lr=1e-4, epochs=2, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RFT: the model's own resolved training samples ---------------------------------------------
 RFT_SAMPLES = 4  # G
@@ -69,7 +72,8 @@ def build_tasks(out: Path) -> tuple[Path, Path, dict]:
     for source, n in SOURCES.items():
         path = tasks_dir / f"{source.split(':')[1].split('==')[0]}.jsonl"
         if not path.exists() or len({json.loads(x)["instance_id"] for x in path.read_text().splitlines() if x.strip()}) < n:
-            synthesize(source, n, path, seed=SYNTH_SEED, jobs=2, max_p2p=MAX_P2P, progress=False)  # resumes
+            synthesize(source, n, path, seed=SYNTH_SEED, jobs=2, max_p2p=MAX_P2P, progress=False,  # resumes
+                       operators=OPERATORS, keep=negation)
         for t in load_tasks(path):
             try:
                 explore_plan(t, definition_hits(t, synthesized_function(t)), AGENT.window)
@@ -85,6 +89,11 @@ def build_tasks(out: Path) -> tuple[Path, Path, dict]:
             "heldout_side": len(held), "train_used": min(len(train), TRAIN_TASKS),
             "heldout_used": min(len(held), HELDOUT_TASKS)}
     return train_file, held_file, info
+
+
+def negation(m) -> bool:
+    """The family: the bug wraps a condition in `not` (so the fix removes it)."""
+    return m.replacement.startswith("not ")
 
 
 def _interleave(tasks: list) -> list:
@@ -234,7 +243,7 @@ def main() -> None:
 def _knobs() -> dict:
     from swe_rl.config import to_dict
 
-    return {"sources": SOURCES, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
+    return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
             "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_sft": to_dict(RFT_SFT),
             "rl_samples": RL_SAMPLES, "rl_stage": to_dict(RL_STAGE), "rl_lr": RL_LR, "eval_runs": EVAL_RUNS}
 
