@@ -142,7 +142,7 @@ def test_explore_actions_search_open_edit_submit(tmp_path):
 
 @pytest.mark.parametrize("change, reason", [
     ({"statement": "`test_x` fails"}, "does not name the mutated function is_even"),
-    ({"hits": [("m.txt", 25), ("n.py", 3)]}, "found 2 times, not once"),
+    ({"hits": [("m.txt", 25), ("n.py", 3)]}, "found 2 times \\(type stubs aside\\), not once"),
     ({"hits": [("other.py", 25)]}, "not one hunk in other.py"),
     ({"window": 6}, "lines 30-30 are not in the window that `open m.txt 25` shows"),  # 25 - 6 // 3 = 23 .. 28
     ({"hits": [("m.txt", 31)]}, "not in the window"),  # the fix must be in the function's body, below its def
@@ -151,6 +151,11 @@ def test_explore_plan_names_the_step_the_context_cannot_support(tmp_path, change
     task = explore_task(tmp_path, change.get("statement", "`test_is_even` fails: assert is_even(4)"))
     with pytest.raises(ValueError, match=reason):
         explore_plan(task, change.get("hits", [("m.txt", 25)]), change.get("window", 20))
+
+
+def test_explore_skips_type_stubs(tmp_path):
+    task = explore_task(tmp_path)
+    assert explore_plan(task, [("m.txt", 25), ("m.pyi", 3)], 20) == explore_plan(task, [("m.txt", 25)], 20)
 
 
 def test_explore_needs_a_synthesized_task(tmp_path):

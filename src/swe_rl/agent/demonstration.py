@@ -146,8 +146,9 @@ def explore_plan(task: Task, hits: list[tuple[str, int]], window: int) -> tuple[
     where = f"task {task.instance_id}"
     if not re.search(rf"\b{re.escape(name)}\b", task.problem_statement):
         raise ValueError(f"{where}: the issue does not name the mutated function {name}")
+    hits = [h for h in hits if not h[0].endswith(".pyi")]  # type stubs repeat every signature; the code is in .py
     if len(hits) != 1:
-        raise ValueError(f"{where}: `def {name}(` is found {len(hits)} times, not once")
+        raise ValueError(f"{where}: `def {name}(` is found {len(hits)} times (type stubs aside), not once")
     (path, line), files = hits[0], parse_patch(task.patch)
     if len(files) != 1 or len(files[0].hunks) != 1 or files[0].path != path or files[0].new_file:
         raise ValueError(f"{where}: the patch is not one hunk in {path}")
