@@ -30,7 +30,7 @@ from swe_rl.training.sft import SFTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 # ---- the task family -----------------------------------------------------------------------------
-SOURCES = {"pypi:toolz==1.0.0": 70, "pypi:more-itertools==10.5.0": 50}  # source -> tasks synthesized (seeded, resumable)
+SOURCES = {"pypi:toolz==1.0.0": 140, "pypi:more-itertools==10.5.0": 110}  # source -> tasks synthesized (seeded, resumable)
 OPERATORS = ("invert_condition",)
 SYNTH_SEED = 0
 MAX_P2P = 10  # fewer pass-to-pass tests: faster grading, same fail-to-pass signal
@@ -47,11 +47,12 @@ WARM_DEMOS = 16
 WARM_SFT = SFTConfig(lr=1e-4, epochs=2, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RFT: the model's own resolved training samples ---------------------------------------------
 RFT_SAMPLES = 4  # G
+RFT_TASKS = 20  # training tasks sampled by RFT: the ones after the warm start's demonstrations
 RFT_SFT = SFTConfig(lr=2e-5, epochs=1, batch_size=4, warmup_steps=2, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RL: multi-turn DAPO -------------------------------------------------------------------------
 RL_SAMPLES = 4
-RL_STAGE = Stage(iterations=3, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
-                 problems_per_iteration=6, batch_size=8, clip=(0.2, 0.3))
+RL_STAGE = Stage(iterations=2, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
+                 problems_per_iteration=4, batch_size=8, clip=(0.2, 0.3))
 RL_LR = 5e-6
 # ---- evaluation ----------------------------------------------------------------------------------
 EVAL_RUNS = 3
@@ -116,7 +117,10 @@ def warm_start(out: Path, train_file: Path) -> Path:
 def rft(out: Path, train_file: Path, model: Path) -> Path:
     from swe_rl.recipes.rft import run_rft
 
-    cfg = RFTConfig(run_dir=str(out / "rft"), model=str(model), collect_model="", tasks=str(train_file),
+    from swe_rl.tasks.loaders import load_tasks
+
+    ids = tuple(t.instance_id for t in load_tasks(train_file)[WARM_DEMOS: WARM_DEMOS + RFT_TASKS])
+    cfg = RFTConfig(run_dir=str(out / "rft"), model=str(model), collect_model="", tasks=str(train_file), instances=ids,
                     demonstration_task="", samples=RFT_SAMPLES, batch=BATCH, agent=AGENT, sft=RFT_SFT)
     return Path(run_rft(cfg)["model"])
 
@@ -244,7 +248,7 @@ def _knobs() -> dict:
     from swe_rl.config import to_dict
 
     return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
-            "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_sft": to_dict(RFT_SFT),
+            "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
             "rl_samples": RL_SAMPLES, "rl_stage": to_dict(RL_STAGE), "rl_lr": RL_LR, "eval_runs": EVAL_RUNS}
 
 
