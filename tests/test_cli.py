@@ -29,6 +29,12 @@ def test_missing_config_file_names_it():
     assert "no/such/config.yaml" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_commands_own_report_also_exits_2():
+    r = swe_rl("rft", "--config", "no/such/config.yaml")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "swe-rl rft: config file not found: no/such/config.yaml"
+
+
 def test_traceback_on_request():
     r = swe_rl("rl", "--config", "configs/rl_stage1_cpu.yaml", "--set", "sampls=3", SWE_RL_TRACEBACK="1")
     assert r.returncode == 1

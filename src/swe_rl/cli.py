@@ -340,10 +340,15 @@ def _is_user_error(e: Exception) -> bool:
 
 
 def console(argv: list[str] | None = None) -> int:
-    """The `swe-rl` command: `main`, with bad input reported in one line and exit status 2
-    (SWE_RL_TRACEBACK=1 shows the traceback instead). Whatever was written before stays on disk."""
+    """The `swe-rl` command: `main`, with bad input reported in one line and exit status 2, as argparse
+    does (SWE_RL_TRACEBACK=1 shows the traceback instead). Whatever was written before stays on disk."""
     try:
         return main(argv)
+    except SystemExit as e:  # a command's own one-line report ("swe-rl rft: ..."): the same status as ours
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("swe-rl: interrupted (finished episodes and checkpoints are kept; rerun to resume)", file=sys.stderr)
         return 130
