@@ -43,15 +43,15 @@ AGENT = AgentConfig(max_turns=5, context_length=2560, max_new_tokens=96, window=
                     prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
 # ---- warm start: behaviour cloning on scripted:explore replays of training tasks ----------------
-WARM_DEMOS = 16
-WARM_SFT = SFTConfig(lr=1e-4, epochs=2, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
+WARM_DEMOS = 28
+WARM_SFT = SFTConfig(lr=1e-4, epochs=3, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RFT: the model's own resolved training samples ---------------------------------------------
 RFT_SAMPLES = 4  # G
 RFT_TASKS = 20  # training tasks sampled by RFT: the ones after the warm start's demonstrations
 RFT_SFT = SFTConfig(lr=2e-5, epochs=1, batch_size=4, warmup_steps=2, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RL: multi-turn DAPO -------------------------------------------------------------------------
 RL_SAMPLES = 4
-RL_STAGE = Stage(iterations=2, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
+RL_STAGE = Stage(iterations=1, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
                  problems_per_iteration=4, batch_size=8, clip=(0.2, 0.3))
 RL_LR = 5e-6
 # ---- evaluation ----------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def rl(out: Path, train_file: Path, model: Path) -> Path:
 
     cfg = RLConfig(model=str(model), tasks=str(train_file), out=out / "rl", samples=RL_SAMPLES, stages=(RL_STAGE,),
                    lr=RL_LR, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
-                   window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns,
+                   window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns - 1,
                    tensorboard=False)
     run_rl(cfg, resume=latest_checkpoint(cfg.out) is not None)
     ckpt = latest_checkpoint(cfg.out)
