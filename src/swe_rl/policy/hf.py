@@ -158,14 +158,13 @@ class HFPolicy:
                 best = p
         return best
 
-    def _prefill(self, prompts: list[list[int]], cache: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prefill(self, prompts: list[list[int]], cache: Any, tag: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(input ids, attention mask, position ids) of the first forward; kept prefixes go into `cache`.
 
         Each row is [left pad | kept prefix | pad | new tokens], right-aligned at both seams: the mask
         hides the pads, position ids count only real tokens, so every row's last token is at column -1.
         """
         dev, n = self.device, len(prompts)
-        tag = self._tag()
         hits = [self._kept_prefix(p, tag) if self.reuse_prefix else None for p in prompts]
         kept = [len(h.ids) if h else 0 for h in hits]
         new = [p[k:] for p, k in zip(prompts, kept)]
@@ -192,14 +191,15 @@ class HFPolicy:
         self.prefill_tokens += sum(len(x) for x in new)
         return ids, attn, pos
 
-    def _keep(self, store: list[_Prefix], cache: Any, attn: torch.Tensor, batch_rows: list[int], ids: list[tuple[int, ...]]) -> None:
+    def _keep(self, store: list[_Prefix], cache: Any, attn: torch.Tensor, batch_rows: list[int], ids: list[tuple[int, ...]],
+              tag: tuple) -> None:
         """Keep the KV of batch rows `batch_rows` (which cover `ids`) for the next call, padding removed."""
         if not self.reuse_prefix:
             return
         layers = _layers(cache)
         for b, covered in zip(batch_rows, ids):
             real = attn[b].bool()
-            store.append(_Prefix(covered, [(k[b][:, real], v[b][:, real]) for k, v in layers], self._tag()))
+            store.append(_Prefix(covered, [(k[b][:, real], v[b][:, real]) for k, v in layers], tag))
 
     @torch.no_grad()
     def _sample(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
@@ -207,7 +207,8 @@ class HFPolicy:
 
         dev, n = self.device, len(prompts)
         cache = DynamicCache(config=self.model.config)
-        ids, attn, pos = self._prefill(prompts, cache)
+        tag = self._tag()  # the weights and positions of this whole call
+        ids, attn, pos = self._prefill(prompts, cache, tag)
         store: list[_Prefix] = []
         vocab = self.model.get_output_embeddings().weight.shape[0]
         seen = None
@@ -246,11 +247,11 @@ class HFPolicy:
                 if s:
                     finish[i] = "stop"
             if step == params.max_new_tokens - 1 or bool(is_stop.all()):
-                self._keep(store, cache, attn, list(range(len(rows))), [covered(i) for i in rows.tolist()])
+                self._keep(store, cache, attn, list(range(len(rows))), [covered(i) for i in rows.tolist()], tag)
                 break
             if bool(is_stop.any()):
                 done = is_stop.nonzero()[:, 0].tolist()
-                self._keep(store, cache, attn, done, [covered(rows[b].item()) for b in done])
+                self._keep(store, cache, attn, done, [covered(rows[b].item()) for b in done], tag)
                 keep = (~is_stop).nonzero()[:, 0]
                 cache.batch_select_indices(keep)
                 rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]

@@ -172,16 +172,8 @@ def _load_weights(path: Path, model: torch.nn.Module) -> None:
 
         set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
         return
-    state = _read_weights(path)
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise ValueError(f"checkpoint {path}: weights the model does not have: {result.unexpected_keys[:5]}")
-    # save_pretrained leaves tied parameters out (lm_head shares the embedding): those may be missing.
-    own = model.state_dict()
-    loaded = {own[k].data_ptr() for k in state}
-    missing = [k for k in result.missing_keys if own[k].data_ptr() not in loaded]
-    if missing:
-        raise ValueError(f"checkpoint {path}: weights missing for {missing[:5]}")
+    # save_pretrained leaves tied parameters out (lm_head shares the embedding): _with_tied fills them in.
+    model.load_state_dict(_with_tied(path, _read_weights(path), model))
 
 
 def optimizer_param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
