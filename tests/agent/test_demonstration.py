@@ -16,6 +16,7 @@ from swe_rl.agent.demonstration import (
     never_submit_actions,
     parse_patch,
     render_demonstration,
+    shell_quote,
     synthesized_function,
 )
 from swe_rl.agent.parser import parse_action
@@ -136,8 +137,28 @@ def test_explore_actions_search_open_edit_submit(tmp_path):
     task = explore_task(tmp_path)
     actions = explore_actions(task, [("m.txt", 25)], window=20)
     commands = [parse_action(a).command for a in actions]
-    assert commands == ['search_file "def is_even(" .', "open m.txt 25", "edit 30:30 << 'EOF'\nline 30 fixed\nEOF", "submit"]
+    assert commands == ['search_file "def is_even(" .', "open m.txt 25", 'search_file "line 30"',
+                        "edit 30:30 << 'EOF'\nline 30 fixed\nEOF", "submit"]
     assert synthesized_function(task) == "is_even"
+
+
+@pytest.mark.parametrize("text, word", [
+    ("if not (n < 0):", '"if not (n < 0):"'),
+    ('if s == "a":', "'if s == \"a\":'"),
+    ("if f'{x}' == y:", '"if f\'{x}\' == y:"'),
+])
+def test_shell_quote_gives_one_word_that_bash_reads_back(text, word):
+    assert shell_quote(text) == word
+    echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, text=True, check=True).stdout
+    assert echoed == text
+
+
+def test_explore_plan_rejects_a_wrong_line_no_quote_can_hold():
+    patch = "diff --git a/m.txt b/m.txt\n--- a/m.txt\n+++ b/m.txt\n@@ -30 +30 @@\n-line 30 $'x' \"y\"\n+line 30\n"
+    task = Task("o__r-1", "o/r", "x", "`test_is_even` fails: assert is_even(4)", patch=patch,
+                extra={"synthesis": {"function": "is_even"}})
+    with pytest.raises(ValueError, match="the wrong line cannot be searched"):
+        explore_plan(task, [("m.txt", 25)], 20)
 
 
 @pytest.mark.parametrize("change, reason", [

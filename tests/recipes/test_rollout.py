@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 
@@ -23,25 +24,34 @@ def test_scripted_explore_resolves_the_family_from_its_context(synth, tmp_path):
     for t in load_tasks(synth["out"]):
         try:
             explore_plan(t, definition_hits(t, synthesized_function(t)), cfg.window)
-            tasks.append(t)
         except ValueError:
-            pass
+            continue
+        if all(t.problem_statement != kept.problem_statement for kept in tasks):  # the script is found by the issue text
+            tasks.append(t)
     assert len(tasks) >= 2, "the tiny package's tasks name their functions: most must be explorable"
     out = tmp_path / "traj.jsonl"
     run = run_rollouts(tasks, make_policy("scripted:explore", tasks, window=cfg.window), cfg, out, samples=1,
                        cache=synth["cache"], quiet=True)
     assert run.metrics["pass_at_1"]["mean"] == 1.0
+    resolved_located = 0
     for traj in read_trajectories(out):
         statement, turns = traj.messages[1]["content"], traj.turns
         commands = [parse_action(t.response).command for t in turns]
-        assert [c.split()[0] for c in commands] == ["search_file", "open", "edit", "submit"]
+        located = len(commands) == 5  # a fix that only inserts lines has no wrong line to search
+        assert [c.split()[0] for c in commands] == ["search_file", "open"] + ["search_file"] * located + ["edit", "submit"]
         name = re.match(r'search_file "def (\w+)\(" \.', commands[0])[1]
         assert name in statement  # step 1: the function the issue names
         _, path, line = commands[1].split()
         assert f"{path}:{line}:def {name}(" in turns[0].observation  # step 2: a search hit
-        start, end = map(int, re.match(r"edit (\d+):(\d+)", commands[2]).groups())
-        shown = {int(n) for n in re.findall(r"^(\d+):", turns[1].observation, re.M)}
-        assert set(range(start, end + 1)) <= shown  # step 3: lines the open window shows
+        shown = dict(re.findall(r"^(\d+):(.*)$", turns[1].observation, re.M))
+        start, end = map(int, re.match(r"edit (\d+):(\d+)", commands[2 + located]).groups())
+        assert {str(n) for n in range(start, end + 1)} <= shown.keys()  # the edit: lines the window showed
+        if located:  # step 3: a line the window shows, whose number the search answers
+            pattern = shlex.split(commands[2])[1]
+            assert pattern in shown[str(start)]
+            assert re.search(rf"^{start}:.*{re.escape(pattern)}", turns[2].observation, re.M)
+            resolved_located += 1
+    assert resolved_located, "the tiny package's mutations include replaced lines: the locate step must run"
 
 
 def test_scripted_explore_refuses_a_task_it_cannot_solve_from_its_context(synth):  # noqa: F811
@@ -50,3 +60,7 @@ def test_scripted_explore_refuses_a_task_it_cannot_solve_from_its_context(synth)
     task = replace(load_tasks(synth["out"])[0], problem_statement="Something is wrong.")
     with pytest.raises(ValueError, match="does not name the mutated function"):
         make_policy("scripted:explore", [task])
+    twins = [t for t in load_tasks(synth["out"]) if "is_even" in t.problem_statement][:2]
+    assert len(twins) == 2 and twins[0].problem_statement == twins[1].problem_statement and twins[0].patch != twins[1].patch
+    with pytest.raises(ValueError, match=f"task {twins[1].instance_id} has the problem statement of an earlier task"):
+        make_policy("scripted:explore", twins)

@@ -3,7 +3,8 @@
 `gold_patch_actions(task)` feeds policy/'s ScriptedPolicy: end-to-end tests, and the one-shot
 demonstration of the RFT prompt (PAPER.md section 4), rendered by `render_demonstration`.
 `explore_actions(task)` solves a synthesized task the way a model could learn to: every step
-uses only what the context already shows (search the named function, open it, fix, submit).
+uses only what the context already shows (search the named function, open it, search the wrong
+line it shows to read its number off a one-line answer, fix, submit).
 Hunks are applied bottom-up within a file, so the line numbers of the patch's hunk
 headers stay valid without reading the base file.
 """
@@ -139,8 +140,9 @@ def explore_plan(task: Task, hits: list[tuple[str, int]], window: int) -> tuple[
     """(file, definition line, hunk) of the explore strategy, or ValueError saying which step the context cannot support.
 
     The issue must name the function, `search_file` must find exactly one definition, the patch must
-    be one hunk in that file, and the changed lines must show in the `open <file> <line>` window
-    (agent/tools/_toollib.py centers a line a third of the way down it).
+    be one hunk in that file, the changed lines must show in the `open <file> <line>` window
+    (agent/tools/_toollib.py centers a line a third of the way down it), and the first wrong line
+    must be quotable as a search pattern.
     """
     name = synthesized_function(task)
     where = f"task {task.instance_id}"
@@ -157,11 +159,19 @@ def explore_plan(task: Task, hits: list[tuple[str, int]], window: int) -> tuple[
     first = max(1, line - window // 3)
     if not (line <= start and max(start, end) <= first + window - 1):
         raise ValueError(f"{where}: lines {start}-{end} are not in the window that `open {path} {line}` shows")
+    try:
+        shell_quote(wrong_line_pattern(hunk))
+    except ValueError as e:
+        raise ValueError(f"{where}: the wrong line cannot be searched: {e}") from None
     return path, line, hunk
 
 
 def explore_actions(task: Task, hits: list[tuple[str, int]], window: int) -> list[str]:
-    """search_file the function the issue names -> open its definition -> edit the shown lines -> submit."""
+    """search_file the function the issue names -> open its definition -> search_file the wrong line -> edit it -> submit.
+
+    The third step copies the first changed line from the window into a search of the current file,
+    so the edit's line number comes from a short answer instead of being counted off the window.
+    """
     path, line, hunk = explore_plan(task, hits, window)
     name = synthesized_function(task)
     start, end, new_lines = hunk_edit(hunk)
@@ -170,12 +180,27 @@ def explore_actions(task: Task, hits: list[tuple[str, int]], window: int) -> lis
         fix = f"edit {start}:{end} << '{delim}'\n{text}{delim}"
     else:
         fix = f"edit {start}:{end} --delete"
-    return [
+    actions = [
         turn(f"The issue calls {name}. I find its definition.", f'search_file "def {name}(" .'),
         turn(f"It is in {path}. I open it.", f"open {path} {line}"),
-        turn(f"Line {start} is wrong. I fix it.", fix),
-        turn("Fixed, so I submit.", "submit"),
     ]
+    if pattern := wrong_line_pattern(hunk):
+        actions.append(turn(f"This line looks wrong: {pattern}. I find its number.", f"search_file {shell_quote(pattern)}"))
+    return actions + [turn(f"Line {start} is wrong. I fix it.", fix), turn("Fixed, so I submit.", "submit")]
+
+
+def wrong_line_pattern(hunk: Hunk) -> str:
+    """The first line a hunk removes, stripped: what the locate step searches ('' for a pure insertion)."""
+    return next((line[1:].strip() for line in hunk.lines if line[:1] == "-" and line[1:].strip()), "")
+
+
+def shell_quote(text: str) -> str:
+    """`text` as one shell word in the quotes a person would type: double quotes unless they would expand something."""
+    if not any(c in text for c in '"$`\\'):
+        return f'"{text}"'
+    if "'" not in text:
+        return f"'{text}'"
+    raise ValueError(f"cannot quote {text!r} as one plain shell word")
 
 
 def never_submit_actions(n: int) -> list[str]:

@@ -49,10 +49,13 @@ def make_policy(model: str, tasks: Sequence[Task], *, device: str = "auto", cach
         from swe_rl.policy.models import smollm2_tokenizer
         from swe_rl.policy.scripted import ScriptedPolicy
 
-        if model == SCRIPTED_GOLD:
-            scripts = {t.problem_statement: gold_patch_actions(t) for t in tasks}
-        else:
-            scripts = {t.problem_statement: explore_actions(t, definition_hits(t, synthesized_function(t)), window) for t in tasks}
+        scripts: dict[str, list[str]] = {}
+        for t in tasks:
+            actions = gold_patch_actions(t) if model == SCRIPTED_GOLD else \
+                explore_actions(t, definition_hits(t, synthesized_function(t)), window)
+            if scripts.setdefault(t.problem_statement, actions) != actions:
+                raise ValueError(f"{model}: task {t.instance_id} has the problem statement of an earlier task with another "
+                                 "fix; a scripted policy knows the task only from the issue text (keep one of them)")
 
         def action(k: int, prompt_text: str) -> str:
             # The first user message holds the issue: find the episode's task from it.
