@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import io
 import os
-import posixpath
 import secrets
 import shlex
 import tarfile
-import threading
 import time
 import weakref
 from pathlib import Path
@@ -22,14 +20,13 @@ from typing import Any, Callable, Mapping
 
 from swe_rl.sandbox.docker_exec import ExecStream
 from swe_rl.sandbox.protocol import Limits, Sandbox, SandboxError, SandboxUnavailable
-from swe_rl.sandbox.shell import Reply, ShellReader, exec_result
-from swe_rl.types import ExecResult, Task
+from swe_rl.sandbox.shell import PersistentShell, ShellReader
+from swe_rl.types import Task
 
 BACKENDS = ("local", "docker")
 WORKDIR = "/testbed"  # where SWE-bench and SWE-rebench images keep the repository
 CTL = "/run/swe-rl"  # control directory inside the container: command and data files
 TOOLS_MOUNT = "/opt/swe-rl/tools"  # same path as the local backend, so prompts and tools agree
-READ_FILE_CAP = 64 << 20
 START_TIMEOUT_S = 60.0
 LABEL = {"swe-rl": "sandbox"}  # `docker rm -f $(docker ps -aq --filter label=swe-rl=sandbox)` cleans up
 # The images' Python lives in the conda env "testbed" (SWE-bench's harness activates it before every
@@ -126,7 +123,7 @@ class _Container:
                 self.client = None
 
 
-class DockerSandbox:
+class DockerSandbox(PersistentShell):
     """A container from `image` with a persistent shell at `workdir`; see the module docstring and protocol.py.
 
     Limits: `memory_mb` bounds the whole container (a cgroup, unlike the local backend's per-process
@@ -153,9 +150,7 @@ class DockerSandbox:
     ) -> None:
         self.image, self.limits, self.workdir, self.cwd = image, limits, workdir, workdir
         self._activate = activate
-        self._lock = threading.Lock()
-        self._closed = False
-        self._n = 0
+        super().__init__()
         self._res = _Container()
         self._finalizer = weakref.finalize(self, self._res.release)
         try:
@@ -283,46 +278,28 @@ class DockerSandbox:
             if not (isinstance(e, SandboxUnavailable) or _is_docker_error(e)):
                 raise
             raise SandboxError(f"sandbox shell could not restart after {why}: {type(e).__name__}: {e}") from e
-        return f"\n[... {why}; the shell was restarted in {self.cwd} (exported variables were reset) ...]"
+        return self._restarted(why)
 
-    # ---- the Sandbox protocol -----------------------------------------------------------------
+    # ---- the transport of PersistentShell -------------------------------------------------------
 
-    def run(self, command: str, timeout: float | None = None) -> ExecResult:
-        return self._exec(command, timeout, self.limits.output_bytes)
+    def _revive(self) -> str:
+        return ""  # a shell that died between commands shows as the end of its stream: `_send` or the read
 
-    def _exec(self, command: str, timeout: float | None, cap: int) -> ExecResult:
+    def _send(self, n: int, command: str) -> None:
         import base64
 
-        with self._lock:
-            if self._closed:
-                raise SandboxError("sandbox is closed")
-            timeout = self.limits.command_timeout_s if timeout is None else timeout
-            t0 = time.monotonic()
-            shell = self._res.shell
-            assert shell is not None
-            self._n += 1
-            try:
-                shell.send(b"%d %s\n" % (self._n, base64.b64encode((command + "\n").encode())))
-                reply = self._reader.read_until(self._n, t0 + timeout, cap)
-            except OSError:  # the exec's connection is gone: the shell died between commands
-                reply = Reply("eof", b"", 0)
-            result, cwd = exec_result(reply, t0=t0, timeout=timeout, restart=self._restart, shell_exit_code=shell.exit_code)
-            self.cwd = cwd or self.cwd
-            return result
+        assert self._res.shell is not None
+        self._res.shell.send(b"%d %s\n" % (n, base64.b64encode((command + "\n").encode())))
 
-    def _inside(self, path: str) -> str:
-        return posixpath.join(self.workdir, path)  # an absolute path stays as it is
+    def _shell_exit_code(self) -> int:
+        assert self._res.shell is not None
+        return self._res.shell.exit_code()
+
+    # ---- the rest of the Sandbox protocol (run: PersistentShell) -------------------------------
 
     def read_file(self, path: str) -> str:
         inside = self._inside(path)
-        q = shlex.quote(inside)  # -f: never block on a fifo or read a device
-        r = self._exec(f"if [ -f {q} ]; then command cat -- {q}; else echo 'not a regular file'; false; fi",
-                       None, READ_FILE_CAP)
-        if r.exit_code != 0 or r.timed_out:
-            raise FileNotFoundError(f"sandbox: cannot read {inside}: {r.output.strip()[:500]}")
-        if r.truncated:
-            raise SandboxError(f"sandbox: {inside} is larger than {READ_FILE_CAP} bytes")
-        return r.output
+        return self._read_through_shell(inside)
 
     def write_file(self, path: str, content: str) -> None:
         # The data goes in by the daemon's archive upload, then the sandbox user copies it into place,
@@ -339,18 +316,6 @@ class DockerSandbox:
                        f"__swe_rl_rc=$?; command rm -f -- {CTL}/{data}; (exit $__swe_rl_rc)", None, self.limits.output_bytes)
         if r.exit_code != 0 or r.timed_out:
             raise OSError(f"sandbox: cannot write {inside}: {r.output.strip()[:500]}")
-
-    def close(self) -> None:
-        """Remove the container (every process and everything written in it). Idempotent."""
-        with self._lock:
-            self._closed = True
-            self._finalizer()
-
-    def __enter__(self) -> DockerSandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def docker_task_sandbox(task: Task, cache: Path | None = None, *, limits: Limits = Limits(), tools: bool = True,

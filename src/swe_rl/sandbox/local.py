@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import weakref
 from pathlib import Path
@@ -27,11 +26,9 @@ from typing import Mapping, Sequence
 from swe_rl.sandbox import uids
 from swe_rl.sandbox.hostfs import open_beneath, workspace_parts
 from swe_rl.sandbox.protocol import Limits, SandboxError, SandboxUnavailable
-from swe_rl.sandbox.shell import CTL_INSIDE, DRIVER, Reply, ShellReader, exec_result
-from swe_rl.types import ExecResult
+from swe_rl.sandbox.shell import CTL_INSIDE, DRIVER, PersistentShell, ShellReader
 
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
-READ_FILE_CAP = 64 << 20  # read_file through the shell: files beyond this raise instead of truncating
 START_TIMEOUT_S = 20.0
 # The terminal's Ctrl-C goes to the caller, which closes its sandboxes, not straight to the sandboxes.
 _OWN_PROCESS_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {}
@@ -107,7 +104,7 @@ class _Resources:
                 self.lease = None
 
 
-class LocalSandbox:
+class LocalSandbox(PersistentShell):
     """A bubblewrap sandbox with a persistent shell; see the module docstring and sandbox/protocol.py."""
 
     workdir = "/repo"
@@ -126,9 +123,7 @@ class LocalSandbox:
         owns_workspace: bool = False,
     ) -> None:
         self.limits = limits
-        self._lock = threading.Lock()
-        self._closed = False
-        self._n = 0
+        super().__init__()
         self.cwd = self.workdir
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.release)
@@ -283,41 +278,32 @@ class LocalSandbox:
             self._start_shell()
         except SandboxUnavailable as e:
             raise SandboxError(f"sandbox shell could not restart after {why}: {e}") from e
-        return f"\n[... {why}; the shell was restarted in {self.cwd} (exported variables were reset) ...]"
+        return self._restarted(why)
 
-    # ---- the Sandbox protocol -----------------------------------------------------------------
+    # ---- the transport of PersistentShell -------------------------------------------------------
 
-    def run(self, command: str, timeout: float | None = None) -> ExecResult:
-        return self._exec(command, timeout, self.limits.output_bytes)
+    def _revive(self) -> str:
+        proc = self._res.proc
+        assert proc is not None
+        if proc.poll() is not None:  # died between commands (e.g. a background job killed it)
+            return self._restart(f"the shell had exited with code {proc.returncode}")
+        return ""
 
-    def _exec(self, command: str, timeout: float | None, cap: int) -> ExecResult:
-        with self._lock:
-            if self._closed:
-                raise SandboxError("sandbox is closed")
-            timeout = self.limits.command_timeout_s if timeout is None else timeout
-            t0 = time.monotonic()
-            note = ""
-            proc = self._res.proc
-            assert proc is not None and proc.stdin is not None
-            if proc.poll() is not None:  # died between commands (e.g. a background job killed it)
-                note = self._restart(f"the shell had exited with code {proc.returncode}")
-                proc = self._res.proc
-                assert proc is not None and proc.stdin is not None
-            self._n += 1
-            state = self._res.state
-            assert state is not None
+    def _send(self, n: int, command: str) -> None:
+        state, proc = self._res.state, self._res.proc
+        assert state is not None and proc is not None and proc.stdin is not None
+        try:
             (state / "ctl" / "cmd").write_text(command + "\n")
-            try:
-                proc.stdin.write(b"%d\n" % self._n)
-                reply = self._reader.read_until(self._n, t0 + timeout, cap)
-            except BrokenPipeError:
-                reply = Reply("eof", b"", 0)
-            result, cwd = exec_result(reply, t0=t0, timeout=timeout, restart=self._restart, shell_exit_code=proc.wait, note=note)
-            self.cwd = cwd or self.cwd
-            return result
+        except OSError as e:  # the host side, not the shell: not an "eof"
+            raise SandboxError(f"sandbox: cannot write the command file: {e}") from e
+        proc.stdin.write(b"%d\n" % n)
 
-    def _inside(self, path: str) -> str:
-        return posixpath.join(self.workdir, path)  # an absolute path stays as it is
+    def _shell_exit_code(self) -> int:
+        proc = self._res.proc
+        assert proc is not None
+        return proc.wait()
+
+    # ---- the rest of the Sandbox protocol (run: PersistentShell) -------------------------------
 
     def read_file(self, path: str) -> str:
         inside = self._inside(path)
@@ -331,14 +317,7 @@ class LocalSandbox:
         if fd is not None:
             with os.fdopen(fd, "rb") as f:
                 return f.read().decode("utf-8", errors="replace")
-        q = shlex.quote(inside)  # -f: never block on a fifo or read a device
-        r = self._exec(f"if [ -f {q} ]; then command cat -- {q}; else echo 'not a regular file'; false; fi",
-                       None, READ_FILE_CAP)
-        if r.exit_code != 0 or r.timed_out:
-            raise FileNotFoundError(f"sandbox: cannot read {inside}: {r.output.strip()[:500]}")
-        if r.truncated:
-            raise SandboxError(f"sandbox: {inside} is larger than {READ_FILE_CAP} bytes")
-        return r.output
+        return self._read_through_shell(inside)
 
     def write_file(self, path: str, content: str) -> None:
         inside = self._inside(path)
@@ -363,18 +342,6 @@ class LocalSandbox:
             data.unlink(missing_ok=True)
         if r.exit_code != 0 or r.timed_out:
             raise OSError(f"sandbox: cannot write {inside}: {r.output.strip()[:500]}")
-
-    def close(self) -> None:
-        """Kill every process of the sandbox's uid and remove what it created. Idempotent."""
-        with self._lock:
-            self._closed = True
-            self._finalizer()
-
-    def __enter__(self) -> LocalSandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def run_cli(workspace: Path, command: list[str], *, timeout: float, as_json: bool) -> int:

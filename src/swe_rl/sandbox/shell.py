@@ -10,13 +10,18 @@ before the sentinel belongs to command n. `read_until` caps what it keeps, whate
 from __future__ import annotations
 
 import os
+import posixpath
 import select
+import shlex
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Self
 
+from swe_rl.sandbox.protocol import Limits, SandboxError
 from swe_rl.types import ExecResult
 
+READ_FILE_CAP = 64 << 20  # read_file through the shell: files beyond this raise instead of truncating
 CTL_INSIDE = "/run/swe-rl"  # the control directory's path inside the sandbox (read-only there)
 
 # Arguments: $1 = start directory, $2 = nonce. Runs as the sandbox uid under `bash --norc`.
@@ -120,3 +125,87 @@ class ShellReader:
                 emit(buf)
                 return Reply("eof", bytes(head), omitted)
             buf += chunk
+
+
+class PersistentShell:
+    """The Sandbox protocol's command path over a persistent shell; a backend supplies the transport.
+
+    A backend sets `limits`, `workdir`, `cwd` and `_reader` (a ShellReader on the shell's output),
+    calls `__init__`, and implements `_revive` (restart a shell that died between commands; the
+    note for the output, or ""), `_send(n, command)` (deliver command n; OSError = the shell is gone),
+    `_shell_exit_code` (a dead shell's status) and `_restart(why)` (kill everything, start a new
+    shell, return `self._restarted(why)`); `_finalizer` ends the sandbox (called by `close`).
+    """
+
+    limits: Limits
+    workdir: str
+    cwd: str
+    _reader: ShellReader
+    _finalizer: Callable[[], None]  # kills the sandbox's processes and removes what it made (once)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self._n = 0  # commands sent; the sentinel of command n carries n
+
+    def _revive(self) -> str:
+        raise NotImplementedError
+
+    def _send(self, n: int, command: str) -> None:
+        raise NotImplementedError
+
+    def _shell_exit_code(self) -> int:
+        raise NotImplementedError
+
+    def _restart(self, why: str) -> str:
+        raise NotImplementedError
+
+    def _restarted(self, why: str) -> str:
+        return f"\n[... {why}; the shell was restarted in {self.cwd} (exported variables were reset) ...]"
+
+    def run(self, command: str, timeout: float | None = None) -> ExecResult:
+        return self._exec(command, timeout, self.limits.output_bytes)
+
+    def _exec(self, command: str, timeout: float | None, cap: int) -> ExecResult:
+        with self._lock:
+            if self._closed:
+                raise SandboxError("sandbox is closed")
+            timeout = self.limits.command_timeout_s if timeout is None else timeout
+            t0 = time.monotonic()
+            note = self._revive()
+            self._n += 1
+            try:
+                self._send(self._n, command)
+                reply = self._reader.read_until(self._n, t0 + timeout, cap)
+            except OSError:  # the pipe or connection is gone: the shell died between commands
+                reply = Reply("eof", b"", 0)
+            result, cwd = exec_result(reply, t0=t0, timeout=timeout, restart=self._restart,
+                                      shell_exit_code=self._shell_exit_code, note=note)
+            self.cwd = cwd or self.cwd
+            return result
+
+    def _inside(self, path: str) -> str:
+        return posixpath.join(self.workdir, path)  # an absolute path stays as it is
+
+    def _read_through_shell(self, inside: str) -> str:
+        """A file's text read by the sandbox user's own `cat`: only what that user may read."""
+        q = shlex.quote(inside)  # -f: never block on a fifo or read a device
+        r = self._exec(f"if [ -f {q} ]; then command cat -- {q}; else echo 'not a regular file'; false; fi",
+                       None, READ_FILE_CAP)
+        if r.exit_code != 0 or r.timed_out:
+            raise FileNotFoundError(f"sandbox: cannot read {inside}: {r.output.strip()[:500]}")
+        if r.truncated:
+            raise SandboxError(f"sandbox: {inside} is larger than {READ_FILE_CAP} bytes")
+        return r.output
+
+    def close(self) -> None:
+        """Kill every process of the sandbox and remove what it made. Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
