@@ -130,11 +130,12 @@ def rft(out: Path, train_file: Path, model: Path) -> Path:
     return Path(run_rft(cfg)["model"])
 
 
-def rl(out: Path, train_file: Path, model: Path) -> Path:
+def rl(out: Path, train_file: Path, model: Path, *, name: str = "rl", stage: Stage = RL_STAGE,
+       instances: tuple[str, ...] = ()) -> Path:
     from swe_rl.recipes.rl import run_rl
     from swe_rl.training.checkpoint import latest_checkpoint
 
-    cfg = RLConfig(model=str(model), tasks=str(train_file), out=out / "rl", samples=RL_SAMPLES, stages=(RL_STAGE,),
+    cfg = RLConfig(model=str(model), tasks=str(train_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=(stage,),
                    lr=RL_LR, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
                    window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns - 1,
                    tensorboard=False)

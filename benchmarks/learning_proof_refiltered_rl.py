@@ -1,0 +1,41 @@
+"""The learning proof's RL step on a re-filtered pool: training tasks the RFT samples solved sometimes.
+
+    nice -n 2 .venv/bin/python benchmarks/learning_proof_refiltered_rl.py   # after benchmarks/learning_proof.py
+
+The paper's stage-2 rule (drop tasks solved >= 2/3 of the time and tasks never solved) applied to the
+RFT collection's samples (warm-start model, G = 2), then 1 RL iteration over those tasks from the RFT
+model (6 problems x G = 4), and the same held-out evaluation. Writes
+benchmarks/results/learning_proof_refiltered_rl.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import learning_proof as lp
+
+from swe_rl.rollouts.store import iter_trajectories
+
+
+def main() -> None:
+    out = lp.ROOT / "runs" / "learning_proof"
+    solves: dict[str, list[bool]] = {}
+    for t in iter_trajectories(out / "rft" / "collect" / "trajectories.jsonl"):
+        solves.setdefault(t.instance_id, []).append(bool(t.grade and t.grade.resolved))
+    pool = tuple(sorted(i for i, v in solves.items() if 0 < sum(v) / len(v) < 2 / 3))
+    stage = replace(lp.RL_STAGE, iterations=1, problems_per_iteration=len(pool))
+    t0 = time.monotonic()
+    model = lp.rl(out, out / "tasks" / "train.jsonl", out / "rft" / "train" / "model", name="rl_filtered", stage=stage,
+                  instances=pool)
+    rl_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    result = lp.evaluate(out, "rl_filtered", model, out / "tasks" / "heldout.jsonl", lp.EVAL_RUNS)
+    record = {"pool": pool, "rl_s": round(rl_s, 1), "eval_s": round(time.monotonic() - t0, 1), "rl_filtered": result}
+    (lp.ROOT / "benchmarks" / "results" / "learning_proof_refiltered_rl.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
