@@ -16,15 +16,18 @@ from dataclasses import replace
 
 import learning_proof as lp
 
+from swe_rl.recipes.rl import RLConfig, refilter_pool
 from swe_rl.rollouts.store import iter_trajectories
 
 
 def main() -> None:
     out = lp.ROOT / "runs" / "learning_proof"
-    solves: dict[str, list[bool]] = {}
+    solves: dict[str, list[int]] = {}  # instance id -> [resolved, attempts], as recipes/rl.py records them
     for t in iter_trajectories(out / "rft" / "collect" / "trajectories.jsonl"):
-        solves.setdefault(t.instance_id, []).append(bool(t.grade and t.grade.resolved))
-    pool = tuple(sorted(i for i, v in solves.items() if 0 < sum(v) / len(v) < 2 / 3))
+        rec = solves.setdefault(t.instance_id, [0, 0])
+        rec[0] += bool(t.grade and t.grade.resolved)
+        rec[1] += 1
+    pool = tuple(refilter_pool(sorted(solves), solves, solved_at=RLConfig.drop_solved_at, drop_never=RLConfig.drop_never_solved))
     stage = replace(lp.RL_STAGE, iterations=1, problems_per_iteration=len(pool))
     t0 = time.monotonic()
     model = lp.rl(out, out / "tasks" / "train.jsonl", out / "rft" / "train" / "model", name="rl_filtered", stage=stage,
