@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from swe_rl.config import ConfigError, load_config
-from swe_rl.recipes.rl import RLConfig, Stage, enter_stage, group_advantages, pick_problems, refilter_pool, run_rl, score, select_for_training
+from swe_rl.recipes.rl import (RLConfig, Stage, collect_experience, enter_stage, group_advantages, mixed_groups, pick_problems, refilter_pool, run_rl,
+                               score, select_for_training)
 from swe_rl.types import Grade, Trajectory, Turn
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -51,6 +52,40 @@ def test_pool_refilter_and_problem_choice():
     first = pick_problems(pool, 3, seed=0, iteration=4)
     assert first == pick_problems(pool, 3, seed=0, iteration=4) and len(set(first)) == 3
     assert pick_problems(pool, 10, seed=0, iteration=0) == sorted(pool)
+
+
+def test_mixed_groups_and_later_draws():
+    trajs = [_traj("b", 0, resolved=True, turns=3), _traj("a", 0, resolved=True, turns=3), _traj("a", 1, resolved=False, turns=3),
+             _traj("c", 0, resolved=False, turns=3), _traj("c", 1, resolved=False, turns=40, exit_reason="turn_limit"),
+             _traj("b", 1, resolved=True, turns=3)]
+    score(trajs, RLConfig(samples=2, penalty_start=10), Stage(max_turns=40))
+    assert mixed_groups(trajs) == ["a", "c"]  # b: one reward; c: the length penalty alone differs
+    pool = [f"t{i}" for i in range(6)]
+    first = pick_problems(pool, 2, seed=0, iteration=1)
+    assert first == pick_problems(pool, 2, seed=0, iteration=1, draw=0)  # draw 0 is the paper's one draw
+    rest = [i for i in pool if i not in first]
+    assert set(pick_problems(rest, 2, seed=0, iteration=1, draw=1)) <= set(rest)
+
+
+@pytest.mark.slow
+def test_dynamic_sampling_draws_new_problems_while_groups_have_one_reward(bundled_tasks, tmp_path):
+    """scripted:gold resolves every episode: no group has mixed rewards, so each draw takes new problems
+    until max_draws or the pool runs out; every drawn episode counts in the solve rates, none is trained."""
+    from swe_rl.recipes.rollout import make_policy
+
+    tasks = {t.instance_id: t for t in bundled_tasks}
+    policy = make_policy("scripted:gold", bundled_tasks)
+    stage = Stage(max_turns=8, context_length=8192, problems_per_iteration=1)
+    for max_draws, draws in ((2, 2), (len(tasks) + 2, len(tasks))):
+        cfg = RLConfig(samples=2, max_draws=max_draws, stages=(stage,), command_timeout_s=30, penalty_start=6)
+        out = tmp_path / str(max_draws)
+        state = {"iteration": 0, "stage": 0, "pool": sorted(tasks), "solves": {}, "policy_version": 0}
+        exp = collect_experience(cfg, state, tasks, policy, out, None, True)
+        names = {p.name for p in (out / "iter_00000").glob("traj*.jsonl")}
+        assert names == {"traj.jsonl"} | {f"traj_draw{d}.jsonl" for d in range(1, draws)}
+        assert exp.problems == draws and len(exp.trajs) == 2 * draws and exp.kept == 0 and exp.examples == []
+        assert all(t.reward == 1.0 for t in exp.trajs)
+        assert len(state["solves"]) == draws and all(rec == [2, 2] for rec in state["solves"].values())
 
 
 def test_stages_follow_the_iteration_count_and_refilter_the_pool_once():

@@ -71,6 +71,9 @@ class RLConfig:
     reward: str = "paper"
     penalty_start: int = 10  # the length penalty starts at this many steps
     advantage: str = "group_norm"
+    # DAPO's dynamic sampling: draw up to this many sets of problems_per_iteration problems in an iteration,
+    # until that many groups have mixed rewards (groups of one reward train nothing); 1 = one draw (the paper)
+    max_draws: int = 1
     # optimizer (step 7): AdamW, constant lr
     loss: str = "dapo"
     lr: float = 1e-6
@@ -111,6 +114,8 @@ class RLConfig:
     wandb_project: str = "swe-rl"
 
     def __post_init__(self) -> None:
+        if self.max_draws < 1:
+            raise ValueError(f"max_draws must be >= 1, got {self.max_draws}")
         if self.samples < 2:
             raise ValueError(f"samples (G) must be >= 2 for group advantages, got {self.samples}")
         if not self.stages:
@@ -133,9 +138,9 @@ class RLConfig:
 # ---------------------------------------------------------------- pure pieces of the algorithm box
 
 
-def pick_problems(pool: Sequence[str], n: int, seed: int, iteration: int) -> list[str]:
-    """n problems of the pool for this iteration: a function of (seed, iteration) so a resume picks the same."""
-    rng = random.Random(f"{seed}:{iteration}")
+def pick_problems(pool: Sequence[str], n: int, seed: int, iteration: int, draw: int = 0) -> list[str]:
+    """n problems of the pool for this iteration's draw: a function of (seed, iteration, draw) so a resume picks the same."""
+    rng = random.Random(f"{seed}:{iteration}" if draw == 0 else f"{seed}:{iteration}:{draw}")
     return sorted(rng.sample(list(pool), min(n, len(pool))))
 
 
@@ -171,6 +176,14 @@ def select_for_training(trajs: Sequence[Trajectory], advantages: Sequence[float]
     return [(t, a) for t, a, keep in zip(trajs, advantages, nonzero(advantages)) if keep]
 
 
+def mixed_groups(trajs: Sequence[Trajectory]) -> list[str]:
+    """The problems whose scored group holds more than one reward (the only groups with an advantage), in first-seen order."""
+    rewards: dict[str, set[float]] = {}
+    for t in trajs:
+        rewards.setdefault(t.instance_id, set()).add(t.reward)
+    return [iid for iid, r in rewards.items() if len(r) > 1]
+
+
 def refilter_pool(pool: Sequence[str], solves: dict[str, list[int]], *, solved_at: float, drop_never: bool) -> list[str]:
     """Between stages: drop tasks solved >= `solved_at` of the time and (optionally) tasks never solved.
 
@@ -197,6 +210,7 @@ def rollout_metrics(trajs: Sequence[Trajectory], kept: int, dropped_groups: int)
         "turns_mean": sum(t.num_turns for t in trajs) / n,
         "tokens_mean": sum(len(t.token_ids) for t in trajs) / n,
         "action_tokens_mean": sum(sum(t.loss_mask) for t in trajs) / n,
+        "mixed_groups": len(mixed_groups(trajs)),
     }
     for part in sorted({p for t in trajs for p in t.reward_parts}):
         m[f"reward_{part}_mean"] = sum(t.reward_parts.get(part, 0.0) for t in trajs) / n
@@ -363,39 +377,55 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
         apply_yarn(policy.model, stage.yarn_factor)
     timings: dict[str, float] = {}
 
-    # 1. pick problems, G rollouts each
+    # 1. pick problems, G rollouts each; with dynamic sampling, more problems until enough groups have mixed rewards
     t0 = time.perf_counter()
-    problems = [tasks[i] for i in pick_problems(state["pool"], stage.problems_per_iteration, cfg.seed, it)]
-    traj_file, finished = out / f"iter_{it:05d}" / "traj.jsonl", out / f"iter_{it:05d}" / "rollouts.done"
-    if traj_file.exists() and not finished.exists() and cfg.exact_resume:
-        # A killed iteration: its remaining episodes would be sampled in other batches (other seeds and
-        # padding) than in an uninterrupted run, so redo them all; a finished file is reused as it is.
-        traj_file.unlink()
-    run = run_rollouts(problems, policy, cfg.agent(stage), traj_file, samples=cfg.samples, batch=cfg.rollout_batch,
-                       seed=cfg.seed * 100_003 + it, resume=True, cache=cache, quiet=quiet,
-                       executor=cfg.executor, ray_address=cfg.ray_address or None, sandbox=cfg.sandbox)
-    finished.touch()
-    # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
-    # File order is the order gradings finished (threads): sort so the update does not depend on it.
-    trajs = sorted((t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks),
-                   key=lambda t: (t.instance_id, t.sample_index))
+    trajs: list[Trajectory] = []
+    drawn: list[str] = []
+    dropped, generation_s = 0, 0.0
+    for draw in range(cfg.max_draws):
+        ids = pick_problems([i for i in state["pool"] if i not in drawn], stage.problems_per_iteration, cfg.seed, it, draw)
+        if not ids:  # the pool is used up
+            break
+        drawn += ids
+        suffix = "" if draw == 0 else f"_draw{draw}"
+        traj_file, finished = out / f"iter_{it:05d}" / f"traj{suffix}.jsonl", out / f"iter_{it:05d}" / f"rollouts{suffix}.done"
+        if traj_file.exists() and not finished.exists() and cfg.exact_resume:
+            # A killed draw: its remaining episodes would be sampled in other batches (other seeds and
+            # padding) than in an uninterrupted run, so redo them all; a finished file is reused as it is.
+            traj_file.unlink()
+        seed = cfg.seed * 100_003 + it
+        run = run_rollouts([tasks[i] for i in ids], policy, cfg.agent(stage), traj_file, samples=cfg.samples, batch=cfg.rollout_batch,
+                           seed=seed if draw == 0 else seed * 1_009 + draw, resume=True, cache=cache, quiet=quiet,
+                           executor=cfg.executor, ray_address=cfg.ray_address or None, sandbox=cfg.sandbox)
+        finished.touch()
+        # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
+        # File order is the order gradings finished (threads): sort so the update does not depend on it.
+        new = sorted((t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks),
+                     key=lambda t: (t.instance_id, t.sample_index))
+        score(new, cfg, stage)
+        trajs += new
+        dropped += len(run.dropped_tasks)
+        generation_s += run.metrics.get("episode_generation_s", 0.0)
+        if len(mixed_groups(trajs)) >= stage.problems_per_iteration:
+            break
     timings["rollout_s"] = time.perf_counter() - t0
     if hasattr(policy, "sleep"):  # a vLLM engine frees the GPU for the update; the sync wakes it
         policy.sleep()
-    timings["generation_s"] = run.metrics.get("episode_generation_s", 0.0)
+    timings["generation_s"] = generation_s
 
-    # 2-4. reward, group advantages, drop zero-advantage samples
+    # 2-4. reward (scored above), group advantages, drop zero-advantage samples
     t0 = time.perf_counter()
-    score(trajs, cfg, stage)
     for t in trajs:
         rec = state["solves"].setdefault(t.instance_id, [0, 0])
         rec[0] += int(t.reward_parts.get("resolved", 0.0) > 0)
         rec[1] += 1
-    chosen = select_for_training(trajs, group_advantages(trajs, cfg.advantage))
+    # A full batch is problems_per_iteration mixed groups: extra ones from the last draw are not trained on.
+    train_on = set(mixed_groups(trajs)[: stage.problems_per_iteration])
+    chosen = [(t, a) for t, a in select_for_training(trajs, group_advantages(trajs, cfg.advantage)) if t.instance_id in train_on]
     examples = [RLExample.from_trajectory(t, a) for t, a in chosen]
     random.Random(f"{cfg.seed}:order:{it}").shuffle(examples)
     timings["reward_s"] = time.perf_counter() - t0
-    return Experience(it, s, len(problems), trajs, len(chosen), len(run.dropped_tasks), examples, timings)
+    return Experience(it, s, len(drawn), trajs, len(chosen), dropped, examples, timings)
 
 
 def run_rl(cfg: RLConfig, *, resume: bool = False, cache: Path | None = None, quiet: bool | None = True) -> dict[str, Any]:
