@@ -11,8 +11,9 @@ searches the definition, opens it, searches the wrong line to read its number, e
 so that held-out tasks mutate functions no training task mutates. An easier family than "any bug":
 the fix is visible in the code a solver opens, which a 135M model can learn to see. The warm start
 is behaviour cloning on `scripted:explore` replays of a few TRAINING tasks (a stand-in for a
-stronger pretrained prior); then the paper's RFT (the model's own resolved samples) and DAPO RL,
-each on training tasks only. Knobs are chosen from training-task numbers only (`--calibrate`);
+stronger pretrained prior); then the paper's RFT (the model's own resolved samples) on the other
+training tasks, and DAPO RL (with dynamic sampling) on the same family in another project (funcy):
+tasks neither earlier stage has fit. Knobs are chosen from training-task numbers only (`--calibrate`);
 the held-out set is only evaluated. Every step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
@@ -32,13 +33,19 @@ from swe_rl.training.sft import SFTConfig
 ROOT = Path(__file__).resolve().parent.parent
 # ---- the task family -----------------------------------------------------------------------------
 SOURCES = {"pypi:toolz==1.0.0": 140, "pypi:more-itertools==10.5.0": 110, "pypi:boltons==24.1.0": 150}  # source -> tasks synthesized (seeded, resumable)
+# RL's problems: the same family in another project. The warm start and RFT have fit every training
+# task above (the RFT model resolved 26 of 32 RL episodes on them, and a group of one reward carries no
+# signal), so RL needs tasks neither has seen; no held-out function can be among them.
+RL_SOURCES = {"pypi:funcy==2.0": 100}
+RL_PIP = ("whatever",)  # funcy's tests import it
 OPERATORS = ("invert_condition",)
 SYNTH_SEED = 0
 MAX_P2P = 10  # fewer pass-to-pass tests: faster grading, same fail-to-pass signal
 HELDOUT_FRACTION = 0.3
 SPLIT_SEED = 0
 HELDOUT_TASKS = 16  # evaluated held-out tasks (the first N of the held-out side)
-TRAIN_TASKS = 48  # training tasks used by RFT and RL (the first N of the training side)
+TRAIN_TASKS = 48  # training tasks of the warm start and RFT (the first N of the training side)
+RL_TASKS = 32  # RL's pool (the first N of its explorable tasks)
 # ---- the scaffold (the same for every stage and every evaluation) ------------------------------
 AGENT = AgentConfig(max_turns=6, context_length=2560, max_new_tokens=96, window=40, command_timeout_s=30,
                     prompts_dir="configs/prompts_compact", temperature=1.0)
@@ -51,10 +58,12 @@ RFT_SAMPLES = 2  # G
 RFT_TASKS = 24  # training tasks sampled by RFT: the ones after the warm start's demonstrations
 RFT_SFT = SFTConfig(lr=5e-5, epochs=1, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RL: multi-turn DAPO -------------------------------------------------------------------------
-RL_SAMPLES = 4
-RL_STAGE = Stage(iterations=2, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
-                 problems_per_iteration=4, batch_size=8, clip=(0.2, 0.3))
-RL_LR = 1e-5
+RL_SAMPLES = 4  # G
+# 3 iterations, each trained on 3 groups with mixed rewards (12 trajectories, 2 optimizer steps)
+RL_STAGE = Stage(iterations=3, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
+                 problems_per_iteration=3, batch_size=6, clip=(0.2, 0.3))
+RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 3 problems when the first has too few mixed groups
+RL_LR = 5e-5  # RFT's step size
 # ---- evaluation ----------------------------------------------------------------------------------
 EVAL_RUNS = 3
 CALIBRATION_TASKS = 12  # training tasks (after the warm start's demonstrations) the knobs were chosen on
@@ -62,39 +71,54 @@ BATCH = 8
 STAGES = ("tasks", "warm", "base", "rft", "rl")
 
 
-def build_tasks(out: Path) -> tuple[Path, Path, dict]:
-    """Synthesize (resumable), keep what scripted:explore solves from its context, split by function."""
-    from swe_rl.agent.demonstration import definition_hits, explore_plan, synthesized_function
+def synthesized(tasks_dir: Path, source: str, n: int, pip: tuple[str, ...] = ()) -> list:
+    """The first `n` tasks synthesized from `source` (seeded and resumable: a larger n extends the same file)."""
     from swe_rl.tasks.loaders import load_tasks
+    from swe_rl.tasks.synthesize import DEFAULT_PIP, synthesize
+
+    path = tasks_dir / f"{source.split(':')[1].split('==')[0]}.jsonl"
+    if not path.exists() or len({json.loads(x)["instance_id"] for x in path.read_text().splitlines() if x.strip()}) < n:
+        synthesize(source, n, path, seed=SYNTH_SEED, jobs=2, max_p2p=MAX_P2P, progress=False,  # resumes
+                   operators=OPERATORS, keep=negation, pip_packages=DEFAULT_PIP + pip)
+    return load_tasks(path)[:n]
+
+
+def explorable(tasks: list, seen: list) -> tuple[list, int]:
+    """The tasks scripted:explore solves from its context, one per issue text (also none of `seen`'s)."""
+    from swe_rl.agent.demonstration import definition_hits, explore_plan, synthesized_function
+
+    kept, rejected = [], 0
+    for t in tasks:
+        try:
+            explore_plan(t, definition_hits(t, synthesized_function(t)), AGENT.window)
+        except ValueError:
+            rejected += 1
+            continue
+        if any(t.problem_statement == other.problem_statement for other in seen + kept):
+            rejected += 1  # the scripted demonstrator knows a task only by its issue text
+            continue
+        kept.append(t)
+    return kept, rejected
+
+
+def build_tasks(out: Path) -> tuple[Path, Path, Path, dict]:
+    """The family split by function (train / held-out), and RL's pool from another project."""
     from swe_rl.tasks.split import split_tasks, write_tasks
-    from swe_rl.tasks.synthesize import synthesize
 
     tasks_dir = out / "tasks"
-    family, rejected = [], 0
-    for source, n in SOURCES.items():
-        path = tasks_dir / f"{source.split(':')[1].split('==')[0]}.jsonl"
-        if not path.exists() or len({json.loads(x)["instance_id"] for x in path.read_text().splitlines() if x.strip()}) < n:
-            synthesize(source, n, path, seed=SYNTH_SEED, jobs=2, max_p2p=MAX_P2P, progress=False,  # resumes
-                       operators=OPERATORS, keep=negation)
-        for t in load_tasks(path):
-            try:
-                explore_plan(t, definition_hits(t, synthesized_function(t)), AGENT.window)
-            except ValueError:
-                rejected += 1
-                continue
-            if any(t.problem_statement == kept.problem_statement for kept in family):
-                rejected += 1  # the scripted demonstrator knows a task only by its issue text
-                continue
-            family.append(t)
+    family, rejected = explorable([t for source, n in SOURCES.items() for t in synthesized(tasks_dir, source, n)], [])
     train, held = (_interleave(side) for side in
                    split_tasks(family, by="function", heldout_fraction=HELDOUT_FRACTION, seed=SPLIT_SEED))
-    train_file, held_file = tasks_dir / "train.jsonl", tasks_dir / "heldout.jsonl"
+    rl_pool, rl_rejected = explorable([t for source, n in RL_SOURCES.items() for t in synthesized(tasks_dir, source, n, RL_PIP)], family)
+    train_file, held_file, rl_file = tasks_dir / "train.jsonl", tasks_dir / "heldout.jsonl", tasks_dir / "rl_pool.jsonl"
     write_tasks(train[:TRAIN_TASKS], train_file)
     write_tasks(held[:HELDOUT_TASKS], held_file)
+    write_tasks(rl_pool[:RL_TASKS], rl_file)
     info = {"synthesized": len(family) + rejected, "explorable": len(family), "train_side": len(train),
             "heldout_side": len(held), "train_used": min(len(train), TRAIN_TASKS),
-            "heldout_used": min(len(held), HELDOUT_TASKS)}
-    return train_file, held_file, info
+            "heldout_used": min(len(held), HELDOUT_TASKS), "rl_synthesized": len(rl_pool) + rl_rejected,
+            "rl_explorable": len(rl_pool), "rl_used": min(len(rl_pool), RL_TASKS)}
+    return train_file, held_file, rl_file, info
 
 
 def negation(m) -> bool:
@@ -130,13 +154,13 @@ def rft(out: Path, train_file: Path, model: Path) -> Path:
     return Path(run_rft(cfg)["model"])
 
 
-def rl(out: Path, train_file: Path, model: Path, *, name: str = "rl", stage: Stage = RL_STAGE,
-       instances: tuple[str, ...] = ()) -> Path:
+def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stage: Stage = RL_STAGE,
+       instances: tuple[str, ...] = (), max_draws: int = RL_MAX_DRAWS, lr: float = RL_LR) -> Path:
     from swe_rl.recipes.rl import run_rl
     from swe_rl.training.checkpoint import latest_checkpoint
 
-    cfg = RLConfig(model=str(model), tasks=str(train_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=(stage,),
-                   lr=RL_LR, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
+    cfg = RLConfig(model=str(model), tasks=str(tasks_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=(stage,), max_draws=max_draws,
+                   lr=lr, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
                    window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns - 1,
                    tensorboard=False)
     run_rl(cfg, resume=latest_checkpoint(cfg.out) is not None)
@@ -225,7 +249,7 @@ def main() -> None:
         print(json.dumps(calibrate(out, args.calibrate, args.eval_tasks), indent=1))
         return
     results: dict = {"config": _knobs()}
-    train_file, held_file, results["tasks"] = timed("tasks", build_tasks, out)
+    train_file, held_file, rl_file, results["tasks"] = timed("tasks", build_tasks, out)
     if args.eval_tasks < HELDOUT_TASKS:  # a reduced proof: the first N held-out tasks, recorded in the results
         from swe_rl.tasks.loaders import load_tasks
         from swe_rl.tasks.split import write_tasks
@@ -240,7 +264,7 @@ def main() -> None:
         rft_model = timed("rft", rft, out, train_file, warm)
         results["rft"] = timed("eval_rft", evaluate, out, "rft", rft_model, held_file, args.eval_runs)
     if last >= 4:
-        rl_model = timed("rl", rl, out, train_file, rft_model)
+        rl_model = timed("rl", rl, out, rl_file, rft_model)
         results["rl"] = timed("eval_rl", evaluate, out, "rl", rl_model, held_file, args.eval_runs)
     results["wall_s"] = timings
     results["wall_s_total"] = round(sum(timings.values()), 1)
@@ -256,7 +280,8 @@ def _knobs() -> dict:
 
     return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
             "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
-            "rl_samples": RL_SAMPLES, "rl_stage": to_dict(RL_STAGE), "rl_lr": RL_LR, "eval_runs": EVAL_RUNS}
+            "rl_sources": RL_SOURCES, "rl_tasks": RL_TASKS, "rl_samples": RL_SAMPLES, "rl_stage": to_dict(RL_STAGE),
+            "rl_max_draws": RL_MAX_DRAWS, "rl_lr": RL_LR, "eval_runs": EVAL_RUNS}
 
 
 def _verdict(results: dict) -> dict:

@@ -28,10 +28,10 @@ def main() -> None:
         rec[0] += bool(t.grade and t.grade.resolved)
         rec[1] += 1
     pool = tuple(refilter_pool(sorted(solves), solves, solved_at=RLConfig.drop_solved_at, drop_never=RLConfig.drop_never_solved))
-    stage = replace(lp.RL_STAGE, iterations=1, problems_per_iteration=len(pool))
+    stage = replace(lp.RL_STAGE, iterations=1, problems_per_iteration=len(pool), batch_size=8)
     t0 = time.monotonic()
     model = lp.rl(out, out / "tasks" / "train.jsonl", out / "rft" / "train" / "model", name="rl_filtered", stage=stage,
-                  instances=pool)
+                  instances=pool, max_draws=1, lr=1e-5)
     rl_s = time.monotonic() - t0
     t0 = time.monotonic()
     result = lp.evaluate(out, "rl_filtered", model, out / "tasks" / "heldout.jsonl", lp.EVAL_RUNS)

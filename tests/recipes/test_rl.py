@@ -54,6 +54,13 @@ def test_pool_refilter_and_problem_choice():
     assert pick_problems(pool, 10, seed=0, iteration=0) == sorted(pool)
 
 
+def test_a_context_limit_exit_takes_the_turn_limits_length_penalty():
+    trajs = [_traj("a", 0, resolved=False, turns=4, exit_reason="context_limit"),
+             _traj("a", 1, resolved=False, turns=6, exit_reason="turn_limit"), _traj("a", 2, resolved=False, turns=4)]
+    score(trajs, RLConfig(samples=3, penalty_start=5), Stage(max_turns=6))
+    assert [t.reward for t in trajs] == [-1.0, -1.0, 0.0]  # 4 turns then out of context: not a way around the penalty
+
+
 def test_mixed_groups_and_later_draws():
     trajs = [_traj("b", 0, resolved=True, turns=3), _traj("a", 0, resolved=True, turns=3), _traj("a", 1, resolved=False, turns=3),
              _traj("c", 0, resolved=False, turns=3), _traj("c", 1, resolved=False, turns=40, exit_reason="turn_limit"),

@@ -149,7 +149,11 @@ def score(trajs: Sequence[Trajectory], cfg: RLConfig, stage: Stage) -> None:
     from swe_rl.rewards.reward import compute_reward
 
     for t in trajs:
-        kwargs: dict[str, Any] = {"resolved": t.grade is not None and t.grade.resolved, "num_steps": t.num_turns, "max_steps": stage.max_turns}
+        # Running out of context is a truncation like the turn limit and takes its full length penalty;
+        # counting only the turns taken let RL learn to fill the context early (opening window after
+        # window) and end at reward 0 instead of -1 (benchmarks/learning_proof.py, README).
+        steps = stage.max_turns if t.exit_reason == "context_limit" else t.num_turns
+        kwargs: dict[str, Any] = {"resolved": t.grade is not None and t.grade.resolved, "num_steps": steps, "max_steps": stage.max_turns}
         if cfg.reward == "paper":
             kwargs["penalty_start"] = cfg.penalty_start
         t.reward, t.reward_parts = compute_reward(cfg.reward, **kwargs)
