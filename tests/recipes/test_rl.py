@@ -59,6 +59,8 @@ def test_a_context_limit_exit_takes_the_turn_limits_length_penalty():
              _traj("a", 1, resolved=False, turns=6, exit_reason="turn_limit"), _traj("a", 2, resolved=False, turns=4)]
     score(trajs, RLConfig(samples=3, penalty_start=5), Stage(max_turns=6))
     assert [t.reward for t in trajs] == [-1.0, -1.0, 0.0]  # 4 turns then out of context: not a way around the penalty
+    score(trajs, RLConfig(samples=3, penalty_start=5, context_limit_penalty=False), Stage(max_turns=6))
+    assert [t.reward for t in trajs] == [0.0, -1.0, 0.0]  # the paper's term counts the turns taken
 
 
 def test_mixed_groups_and_later_draws():
@@ -164,7 +166,9 @@ def _varied_turns_overrides(tasks, out, *, iterations: int, samples: int = 4, th
     The tiny model ends a reply with ~5% probability per token (policy/models.py). The stage's context
     budget is measured on the real prompt: a first reply longer than `threshold` tokens leaves no room
     for a second turn (context_limit after 1 turn, reward 0), a shorter one gets a second turn and then
-    hits the limit (reward -0.5 with penalty_start 1, max_turns 3). P(reply <= 13 tokens) ~ 0.5.
+    hits the limit (reward -0.5 with penalty_start 1, max_turns 3). P(reply <= 13 tokens) ~ 0.5. The tiny
+    model never submits, so these varied context-limit exits are its only varied rewards: they are scored
+    by turns taken (context_limit_penalty false, the paper's term).
     """
     from transformers import AutoTokenizer
 
@@ -186,7 +190,8 @@ def _varied_turns_overrides(tasks, out, *, iterations: int, samples: int = 4, th
             budget = max(budget, len(episode.prompt_ids()) - len(reply) + threshold + max_new)
     ids = json.dumps([t.instance_id for t in tasks])
     return [
-        "model=tiny", f"out={out}", f"samples={samples}", f"max_new_tokens={max_new}", "penalty_start=1", "tensorboard=false",
+        "model=tiny", f"out={out}", f"samples={samples}", f"max_new_tokens={max_new}", "penalty_start=1", "context_limit_penalty=false",
+        "tensorboard=false",
         f"lr={lr}", "command_timeout_s=30", f"instances={ids}", f"prompts_dir={prompts}",
         f"stages=[{{iterations: {iterations}, max_turns: 3, context_length: {budget}, problems_per_iteration: {len(tasks)}, batch_size: 1}}]",
     ]

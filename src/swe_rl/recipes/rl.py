@@ -70,6 +70,9 @@ class RLConfig:
     # reward and advantage (PAPER.md section 5, steps 2-4)
     reward: str = "paper"
     penalty_start: int = 10  # the length penalty starts at this many steps
+    # A context-limit exit takes the turn limit's full length penalty; false = the paper's term (turns taken
+    # only), under which running out of context early escapes the penalty (RL learnt to: README, learning proof)
+    context_limit_penalty: bool = True
     advantage: str = "group_norm"
     # DAPO's dynamic sampling: draw up to this many sets of problems_per_iteration problems in an iteration,
     # until that many groups have mixed rewards (groups of one reward train nothing); 1 = one draw (the paper)
@@ -149,10 +152,10 @@ def score(trajs: Sequence[Trajectory], cfg: RLConfig, stage: Stage) -> None:
     from swe_rl.rewards.reward import compute_reward
 
     for t in trajs:
-        # Running out of context is a truncation like the turn limit and takes its full length penalty;
-        # counting only the turns taken let RL learn to fill the context early (opening window after
-        # window) and end at reward 0 instead of -1 (benchmarks/learning_proof.py, README).
-        steps = stage.max_turns if t.exit_reason == "context_limit" else t.num_turns
+        # Running out of context is a truncation like the turn limit; counting only the turns taken let RL
+        # learn to fill the context early (window after window) and end at reward 0 instead of -1.
+        truncated = cfg.context_limit_penalty and t.exit_reason == "context_limit"
+        steps = stage.max_turns if truncated else t.num_turns
         kwargs: dict[str, Any] = {"resolved": t.grade is not None and t.grade.resolved, "num_steps": steps, "max_steps": stage.max_turns}
         if cfg.reward == "paper":
             kwargs["penalty_start"] = cfg.penalty_start
