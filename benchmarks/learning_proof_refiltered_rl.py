@@ -16,17 +16,14 @@ from dataclasses import replace
 
 import learning_proof as lp
 
-from swe_rl.recipes.rl import RLConfig, refilter_pool
+from swe_rl.recipes.rl import RLConfig, record_solves, refilter_pool
 from swe_rl.rollouts.store import iter_trajectories
 
 
 def main() -> None:
     out = lp.ROOT / "runs" / "learning_proof"
-    solves: dict[str, list[int]] = {}  # instance id -> [resolved, attempts], as recipes/rl.py records them
-    for t in iter_trajectories(out / "rft" / "collect" / "trajectories.jsonl"):
-        rec = solves.setdefault(t.instance_id, [0, 0])
-        rec[0] += bool(t.grade and t.grade.resolved)
-        rec[1] += 1
+    solves: dict[str, list[int]] = {}  # instance id -> [resolved, attempts]
+    record_solves(solves, iter_trajectories(out / "rft" / "collect" / "trajectories.jsonl"))
     pool = tuple(refilter_pool(sorted(solves), solves, solved_at=RLConfig.drop_solved_at, drop_never=RLConfig.drop_never_solved))
     stage = replace(lp.RL_STAGE, iterations=1, problems_per_iteration=len(pool), batch_size=8)
     t0 = time.monotonic()

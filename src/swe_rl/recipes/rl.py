@@ -19,7 +19,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -189,6 +189,14 @@ def mixed_groups(trajs: Sequence[Trajectory]) -> list[str]:
     for t in trajs:
         rewards.setdefault(t.instance_id, set()).add(t.reward)
     return [iid for iid, r in rewards.items() if len(r) > 1]
+
+
+def record_solves(solves: dict[str, list[int]], trajs: Iterable[Trajectory]) -> None:
+    """Add each trajectory to solves[iid] = [resolved, attempts] (in place): what refilter_pool reads."""
+    for t in trajs:
+        rec = solves.setdefault(t.instance_id, [0, 0])
+        rec[0] += int(t.grade is not None and t.grade.resolved)
+        rec[1] += 1
 
 
 def refilter_pool(pool: Sequence[str], solves: dict[str, list[int]], *, solved_at: float, drop_never: bool) -> list[str]:
@@ -387,13 +395,13 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
     # 1. pick problems, G rollouts each; with dynamic sampling, more problems until enough groups have mixed rewards
     t0 = time.perf_counter()
     trajs: list[Trajectory] = []
-    drawn: list[str] = []
+    drawn: set[str] = set()
     dropped, generation_s = 0, 0.0
     for draw in range(cfg.max_draws):
         ids = pick_problems([i for i in state["pool"] if i not in drawn], stage.problems_per_iteration, cfg.seed, it, draw)
         if not ids:  # the pool is used up
             break
-        drawn += ids
+        drawn.update(ids)
         suffix = "" if draw == 0 else f"_draw{draw}"
         traj_file, finished = out / f"iter_{it:05d}" / f"traj{suffix}.jsonl", out / f"iter_{it:05d}" / f"rollouts{suffix}.done"
         if traj_file.exists() and not finished.exists() and cfg.exact_resume:
@@ -422,10 +430,7 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
 
     # 2-4. reward (scored above), group advantages, drop zero-advantage samples
     t0 = time.perf_counter()
-    for t in trajs:
-        rec = state["solves"].setdefault(t.instance_id, [0, 0])
-        rec[0] += int(t.reward_parts.get("resolved", 0.0) > 0)
-        rec[1] += 1
+    record_solves(state["solves"], trajs)
     # A full batch is problems_per_iteration mixed groups: extra ones from the last draw are not trained on.
     train_on = set(mixed_groups(trajs)[: stage.problems_per_iteration])
     chosen = [(t, a) for t, a in select_for_training(trajs, group_advantages(trajs, cfg.advantage)) if t.instance_id in train_on]
