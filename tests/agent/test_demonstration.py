@@ -197,3 +197,45 @@ def test_definition_hits_reads_the_base_tree(tmp_path):
     task = Task("o__r-3", "o/r", head, "bug", repo_url=str(repo))
     assert definition_hits(task, "is_even") == [("pkg/a.py", 3)]
     assert definition_hits(task, "nowhere") == []
+
+
+def precheck_repo(tmp_path: Path) -> Path:
+    """A checkout: is_even defined once (its body ~30 lines), twice_defined twice, a test naming is_even only."""
+    repo = tmp_path / "p"
+    (repo / "pkg").mkdir(parents=True)
+    body = "".join(f"    x{i} = {i}\n" for i in range(30))
+    (repo / "pkg" / "a.py").write_text(f"def is_even(n):\n{body}    if not n % 2:\n        return True\n\n"
+                                       "def twice_defined(n):\n    if not n:\n        return 1\n")
+    (repo / "pkg" / "b.py").write_text("def twice_defined(n):\n    return n\n")
+    (repo / "pkg" / "a.pyi").write_text("def is_even(n: int) -> bool: ...\n")  # stubs are not code
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_a.py").write_text("from pkg.a import is_even\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    return repo
+
+
+@pytest.mark.parametrize("function, line, window, reason", [
+    ("is_even", 32, 40, None),  # line 32 shows in `open pkg/a.py 1` (lines 1-40)
+    ("is_even", 32, 20, "the mutated line is not in the window of its definition"),
+    ("twice_defined", 37, 40, "the function is not defined once, in the mutated file"),
+    ("Checker.is_odd", 32, 40, "the function is not defined once, in the mutated file"),
+])
+def test_explore_precheck_reads_the_checkout(tmp_path, function, line, window, reason):
+    from swe_rl.agent.demonstration import explore_precheck
+    from swe_rl.tasks.mutations import Mutation
+
+    m = Mutation("pkg/a.py", "invert_condition", function, line, 0, 1, "n % 2", "not n % 2")
+    assert explore_precheck(m, precheck_repo(tmp_path), window) == reason
+
+
+def test_explore_precheck_wants_a_test_that_names_the_function(tmp_path):
+    from swe_rl.agent.demonstration import explore_precheck
+    from swe_rl.tasks.mutations import Mutation
+
+    repo = precheck_repo(tmp_path)
+    (repo / "tests" / "test_a.py").write_text("from pkg.a import *\n")  # is_even no longer named
+    m = Mutation("pkg/a.py", "invert_condition", "is_even", 32, 0, 1, "n % 2", "not n % 2")
+    assert explore_precheck(m, repo, 40) == "no test file names the function"
+    with pytest.raises(ValueError, match="git grep"):
+        explore_precheck(m, tmp_path / "missing", 40)

@@ -123,3 +123,26 @@ def test_operators_and_keep_restrict_the_candidates(synth):
     assert negated and all(negation(m) for m in negated) and len(negated) < len(conditions)
     with pytest.raises(ValueError, match="unknown"):
         candidates(project, 3, ("invert_conditon",))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_precheck_rejects_before_the_tests_run_and_keeps_the_order(synth, jobs):
+    lines = synth["out"].read_text().splitlines()
+    victim = json.loads(lines[0])["synthesis"]["function"]
+    checked = []
+
+    def spare_all_but_one(m, checkout):
+        checked.append(m.key)
+        assert (checkout / "calc" / "core.py").is_file()  # the project's checkout, to look at
+        return "its function is excluded" if m.function == victim else None
+
+    kept = [x for x in lines if json.loads(x)["synthesis"]["function"] != victim]
+    out = synth["out"].with_name(f"prechecked_{jobs}.jsonl")
+    report = synthesize(str(synth["src"]), len(kept), out, seed=3, cache=synth["cache"], jobs=jobs, progress=False,
+                        precheck=spare_all_but_one)
+    assert out.read_text().splitlines() == kept  # the same tasks, in the same order, less the excluded ones
+    decisions = [json.loads(x) for x in out.with_name(out.name + ".decisions.jsonl").read_text().splitlines()]
+    assert decisions[0]["meta"]["precheck"] == "spare_all_but_one"
+    excluded = [d for d in decisions[1:] if d["reason"] == "precheck: its function is excluded"]
+    assert excluded and report.rejected["precheck: its function is excluded"] == len(excluded)
+    assert set(checked) >= {d["key"] for d in decisions[1:]}

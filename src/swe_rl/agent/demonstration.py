@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from swe_rl.tasks.mutations import Mutation
 from swe_rl.types import Task
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
@@ -148,7 +150,7 @@ def explore_plan(task: Task, hits: list[tuple[str, int]], window: int) -> tuple[
     where = f"task {task.instance_id}"
     if not re.search(rf"\b{re.escape(name)}\b", task.problem_statement):
         raise ValueError(f"{where}: the issue does not name the mutated function {name}")
-    hits = [h for h in hits if not h[0].endswith(".pyi")]  # type stubs repeat every signature; the code is in .py
+    hits = _code_hits(hits)
     if len(hits) != 1:
         raise ValueError(f"{where}: `def {name}(` is found {len(hits)} times (type stubs aside), not once")
     (path, line), files = hits[0], parse_patch(task.patch)
@@ -156,14 +158,50 @@ def explore_plan(task: Task, hits: list[tuple[str, int]], window: int) -> tuple[
         raise ValueError(f"{where}: the patch is not one hunk in {path}")
     hunk = files[0].hunks[0]
     start, end, _ = hunk_edit(hunk)
-    first = max(1, line - window // 3)
-    if not (line <= start and max(start, end) <= first + window - 1):
+    if not _in_window(line, start, end, window):
         raise ValueError(f"{where}: lines {start}-{end} are not in the window that `open {path} {line}` shows")
     try:
         shell_quote(wrong_line_pattern(hunk))
     except ValueError as e:
         raise ValueError(f"{where}: the wrong line cannot be searched: {e}") from None
     return path, line, hunk
+
+
+def _code_hits(hits: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    return [h for h in hits if not h[0].endswith(".pyi")]  # type stubs repeat every signature; the code is in .py
+
+
+def _in_window(definition: int, start: int, end: int, window: int) -> bool:
+    """Lines start..end show in `open <file> <definition>` (agent/tools/_toollib.py centers a third of the way down)."""
+    first = max(1, definition - window // 3)
+    return definition <= start and max(start, end) <= first + window - 1
+
+
+def explore_precheck(candidate: Mutation, checkout: Path, window: int) -> str | None:
+    """Why a candidate bug cannot become a task `explore_plan` accepts, checked before its tests run; None if it may.
+
+    Of the plan's conditions, those the source shows: `def <name>(` once outside type stubs, in the
+    mutated file, with the mutated line in its window. One more is a heuristic: some file whose path
+    contains "test" names the function. The issue is built from the failing tests, and in the four
+    projects of benchmarks/learning_proof.py (535 tasks) it never named a function no test names.
+    """
+    name = candidate.function.split(".")[-1]
+
+    def grep(*args: str) -> list[str]:
+        res = subprocess.run(["git", "-C", str(checkout), "grep", *args], capture_output=True, text=True)
+        if res.returncode not in (0, 1):  # 1 = no match
+            raise ValueError(f"git grep in {checkout} failed: {res.stderr.strip()}")
+        return res.stdout.splitlines()
+
+    hits = _code_hits([(path, int(number)) for path, number, _ in
+                       (line.split(":", 2) for line in grep("-n", "-F", "-e", f"def {name}(", "--"))])
+    if len(hits) != 1 or hits[0][0] != candidate.file:
+        return "the function is not defined once, in the mutated file"
+    if not _in_window(hits[0][1], candidate.line, candidate.line, window):
+        return "the mutated line is not in the window of its definition"
+    if not grep("-l", "-w", "-F", "-e", name, "--", "*test*"):
+        return "no test file names the function"
+    return None
 
 
 def explore_actions(task: Task, hits: list[tuple[str, int]], window: int) -> list[str]:

@@ -19,7 +19,7 @@ import re
 import subprocess
 import tempfile
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -193,11 +193,15 @@ def setup(source: str, repos_dir: Path, cache: Path, pip_packages: tuple[str, ..
 def synthesize(source: str, n: int, out: Path, *, seed: int = 0, jobs: int = 1, max_p2p: int = 50,
                cache: Path | None = None, pip_packages: tuple[str, ...] = DEFAULT_PIP, llm_url: str | None = None,
                llm_model: str = "default", progress: bool = True, operators: tuple[str, ...] = OPERATORS,
-               keep: Callable[[Mutation], bool] | None = None) -> SynthesisReport:
+               keep: Callable[[Mutation], bool] | None = None,
+               precheck: Callable[[Mutation, Path], str | None] | None = None) -> SynthesisReport:
     """Append up to `n` verified tasks to `out` (JSONL), resuming from `<out>.decisions.jsonl`.
 
     `operators` restricts the mutation operators and `keep` the candidates (a task family, e.g. only
-    conditions wrapped in `not`); both are recorded with the resume state.
+    conditions wrapped in `not`). `precheck(candidate, checkout)` runs before a candidate's tests: a
+    reason rejects it without running them (a cheap test of what a task will be used for). Filtering
+    the ordered candidates, it keeps the order: the tasks are those of the same run without it that
+    pass the check. All three are recorded with the resume state.
     """
     cache = Path(cache) if cache is not None else cache_dir()
     out = Path(out).resolve()
@@ -209,7 +213,7 @@ def synthesize(source: str, n: int, out: Path, *, seed: int = 0, jobs: int = 1, 
                                      check=True).stdout.split() if _is_test_file(f)}
     sidecar = out.with_name(out.name + ".decisions.jsonl")
     meta = {"source": source, "seed": seed} | ({} if tuple(operators) == OPERATORS else {"operators": sorted(operators)}) \
-        | ({} if keep is None else {"keep": keep.__name__})
+        | ({} if keep is None else {"keep": keep.__name__}) | ({} if precheck is None else {"precheck": precheck.__name__})
     decided, written_ids = _resume(out, sidecar, meta)
     report = SynthesisReport(accepted=len(written_ids), candidates=len(order))
     todo = [m for m in order if m.key not in decided]
@@ -251,20 +255,26 @@ def synthesize(source: str, n: int, out: Path, *, seed: int = 0, jobs: int = 1, 
                 fs.flush()
                 bar(report)
 
+            def prejudged(m: Mutation) -> dict | None:
+                reason = precheck(m, project.path) if precheck is not None else None
+                return None if reason is None else {"key": m.key, "accepted": False, "reason": f"precheck: {reason}"}
+
             args = [(m, sources[m.file], relevant_tests(m, tests), passed) for m in todo]
             if jobs <= 1:
                 for a in args:
                     if report.accepted >= n:
                         break
-                    record(a[0], decide(runner, *a))
+                    record(a[0], prejudged(a[0]) or decide(runner, *a))
             else:
-                _pooled(args, jobs, (template, venv, project.install_config.test_cmd, timeout, cache), n, report, record)
+                _pooled(args, jobs, (template, venv, project.install_config.test_cmd, timeout, cache), n, report, record,
+                        prejudged)
     finally:
         runner.close()
     return report
 
 
-def _pooled(args: list[tuple], jobs: int, init: tuple, n: int, report: SynthesisReport, record) -> None:
+def _pooled(args: list[tuple], jobs: int, init: tuple, n: int, report: SynthesisReport, record,
+            prejudged: Callable[[Mutation], dict | None]) -> None:
     """Decide on a pool, but record strictly in candidate order (the output is the same for any `jobs`)."""
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=init) as pool:
         inflight: deque = deque()
@@ -272,7 +282,12 @@ def _pooled(args: list[tuple], jobs: int, init: tuple, n: int, report: Synthesis
         try:
             while report.accepted < n:
                 while len(inflight) < 2 * jobs and (a := next(it, None)) is not None:
-                    inflight.append((a[0], pool.submit(_decide_in_worker, *a)))
+                    if (decided := prejudged(a[0])) is not None:
+                        fut: Future = Future()
+                        fut.set_result(decided)
+                    else:
+                        fut = pool.submit(_decide_in_worker, *a)
+                    inflight.append((a[0], fut))
                 if not inflight:
                     break
                 m, fut = inflight.popleft()
