@@ -61,6 +61,20 @@ def test_packed_logprobs_equal_per_example(tiny_model, attn):
         torch.testing.assert_close(lp, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_wanted_entries_equal_the_full_output(tiny_model, attn):
+    model = tiny_model(attn).eval()
+    batch = pack(_examples([37, 12, 25, 50, 8], seed=2), 64)
+    wanted = batch.loss_mask.bool()
+    with torch.no_grad():
+        full = packed_token_logprobs(model, batch)
+        only = packed_token_logprobs(model, batch, wanted=batch.loss_mask)
+        nothing = packed_token_logprobs(model, batch, wanted=torch.zeros_like(batch.loss_mask))
+    torch.testing.assert_close(only[wanted], full[wanted], atol=1e-5, rtol=0)
+    assert (full[wanted] != 0).all() and (only[~wanted] == 0).sum() > 0  # the output layer skipped some positions
+    torch.testing.assert_close(nothing, full)  # nothing wanted: the whole output (every parameter stays in the graph)
+
+
 def test_packed_loss_and_gradients_equal_unpacked(tiny_model):
     examples = _examples([30, 17, 44, 9, 21, 26], seed=1)
     total = sum(e.num_loss_tokens for e in examples)

@@ -85,7 +85,7 @@ def trainer_logprobs(model: torch.nn.Module, examples: Sequence[RLExample], max_
             continue
         batch = collate(examples, chunk, pad_id=pad_id).to(device)
         with autocast(device):
-            lp = packed_token_logprobs(model, batch).float().cpu()
+            lp = packed_token_logprobs(model, batch, wanted=batch.loss_mask).float().cpu()
         for k, values in zip((j for row in chunk for j in row), batch.unpack(lp)):
             out[k] = values
     return out  # type: ignore[return-value]
@@ -144,7 +144,7 @@ def accumulate_step(
         adv = _layout(batch, adv_tokens)
         batch = batch.to(device)
         with autocast(device):
-            lp = packed_token_logprobs(model, batch)
+            lp = packed_token_logprobs(model, batch, wanted=batch.loss_mask)
         loss, stats = loss_fn(lp.float(), old.to(device), adv.to(device), batch.loss_mask, eps_low=cfg.eps_low, eps_high=cfg.eps_high, total_tokens=total)
         loss.backward()
         sums["loss"] += float(loss.detach())
