@@ -71,7 +71,7 @@ class RLConfig:
     reward: str = "paper"
     penalty_start: int = 10  # the length penalty starts at this many steps
     # A context-limit exit takes the turn limit's full length penalty; false = the paper's term (turns taken
-    # only), under which running out of context early escapes the penalty (RL learnt to: README, learning proof)
+    # only), under which running out of context early escapes the penalty
     context_limit_penalty: bool = True
     advantage: str = "group_norm"
     # DAPO's dynamic sampling: draw up to this many sets of problems_per_iteration problems in an iteration,
@@ -152,8 +152,8 @@ def score(trajs: Sequence[Trajectory], cfg: RLConfig, stage: Stage) -> None:
     from swe_rl.rewards.reward import compute_reward
 
     for t in trajs:
-        # Running out of context is a truncation like the turn limit; counting only the turns taken let RL
-        # learn to fill the context early (window after window) and end at reward 0 instead of -1.
+        # Running out of context is a truncation like the turn limit: counting only the turns taken would score
+        # an episode that filled its context in 4 turns (0) above one that used all 6 of them (-1).
         truncated = cfg.context_limit_penalty and t.exit_reason == "context_limit"
         steps = stage.max_turns if truncated else t.num_turns
         kwargs: dict[str, Any] = {"resolved": t.grade is not None and t.grade.resolved, "num_steps": steps, "max_steps": stage.max_turns}

@@ -3,7 +3,8 @@
 The symptom comes from pytest's own report of the failing test (`--tb=short`): the test's
 name, the call in the test that failed and the assertion or exception message. Frames
 inside library code are dropped, and any line naming the mutated file is removed, so the
-statement never points at the file or line of the fix. `rewrite` optionally asks an
+statement never points at the file or line of the fix; object addresses are masked, so a
+seed gives the same statement. `rewrite` optionally asks an
 OpenAI-compatible endpoint to restate it in prose.
 """
 
@@ -15,6 +16,9 @@ _HEADER = re.compile(r"^_{3,} (.+?) _{3,}$")
 _END = re.compile(r"^={3,} .* ={3,}$")
 _FRAME = re.compile(r"^(\S.*?):(\d+): (in \S+|\w+)$")  # "tests/test_x.py:12: in test_add"
 MAX_LINES = 8
+# An object's address in pytest's report ("<function f at 0x7f24bacc72e0>", "<Foo...x7fa3a4425450>"):
+# it changes from run to run, and a seed must give the same statement.
+_ADDRESS = re.compile(r"((?:\b0|\.\.\.)x)[0-9a-f]{6,}>")
 
 
 def failure_sections(log: str) -> dict[str, list[str]]:
@@ -72,8 +76,7 @@ def build_statement(failing: list[str], log: str, hidden: list[str]) -> str:
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
         parts += ["", f"Also failing: {', '.join(f'`{t}`' for t in others[:3])}{more}."]
     parts += ["", "These tests passed before; the behaviour they check should be restored without changing the tests."]
-    text = "\n".join(parts) + "\n"
-    return text
+    return _ADDRESS.sub(r"\1...>", "\n".join(parts) + "\n")
 
 
 def _error_kind(errors: list[str]) -> str:
