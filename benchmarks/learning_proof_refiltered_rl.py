@@ -28,7 +28,7 @@ def main() -> None:
     stage = replace(lp.RL_STAGE, iterations=1, problems_per_iteration=len(pool), batch_size=8)
     t0 = time.monotonic()
     model = lp.rl(out, out / "tasks" / "train.jsonl", out / "rft" / "train" / "model", name="rl_filtered", stage=stage,
-                  instances=pool, max_draws=1, lr=1e-5)
+                  instances=pool, max_draws=1, lr=1e-5, reward="paper")
     rl_s = time.monotonic() - t0
     t0 = time.monotonic()
     result = lp.evaluate(out, "rl_filtered", model, out / "tasks" / "heldout.jsonl", lp.EVAL_RUNS)
