@@ -111,15 +111,17 @@ def explorable(tasks: list, seen: list) -> tuple[list, int]:
     from swe_rl.agent.demonstration import definition_hits, explore_plan, synthesized_function
 
     kept, rejected = [], 0
+    statements = {t.problem_statement for t in seen}
     for t in tasks:
         try:
             explore_plan(t, definition_hits(t, synthesized_function(t)), AGENT.window)
         except ValueError:
             rejected += 1
             continue
-        if any(t.problem_statement == other.problem_statement for other in seen + kept):
+        if t.problem_statement in statements:
             rejected += 1  # the scripted demonstrator knows a task only by its issue text
             continue
+        statements.add(t.problem_statement)
         kept.append(t)
     return kept, rejected
 
@@ -252,16 +254,14 @@ def main() -> None:
     last = STAGES.index(args.only) if args.only else len(STAGES) - 1
     timings_file = out / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
-    timings.setdefault("finished", [])
 
     def timed(stage: str, fn, *a):
         t0 = time.monotonic()
         result = fn(*a)
-        # The invocation that finished the step (after a crash: its resumed part); a step finished
-        # before is only reloaded, which is not its cost.
-        if stage not in timings["finished"]:
+        # The invocation that finished the step (after a crash: its resumed part); a step timed before
+        # is only reloaded, which is not its cost.
+        if stage not in timings:
             timings[stage] = round(time.monotonic() - t0, 1)
-            timings["finished"].append(stage)
             timings_file.write_text(json.dumps(timings, indent=1))
         return result
 
@@ -292,8 +292,8 @@ def main() -> None:
     if last >= 4:
         rl_model = timed("rl", rl, out, rl_file, rft_model)
         results["rl"] = timed("eval_rl", evaluate, out, "rl", rl_model, held_file, args.eval_runs)
-    results["wall_s"] = {k: v for k, v in timings.items() if k != "finished"}
-    results["wall_s_total"] = round(sum(results["wall_s"].values()), 1)
+    results["wall_s"] = timings
+    results["wall_s_total"] = round(sum(timings.values()), 1)
     results["verdict"] = _verdict(results)
     if last == len(STAGES) - 1:  # a partial run (--only) never replaces the record of a whole proof
         args.results.parent.mkdir(parents=True, exist_ok=True)
