@@ -7,7 +7,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from swe_rl.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from swe_rl.training.checkpoint import (
+    ensure_free_space,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    state_bytes,
+)
 
 
 def _one_step(model, optimizer, scheduler):
@@ -83,6 +90,24 @@ def test_interrupted_write_leaves_previous_checkpoint(tmp_path, tiny_model):
     (tmp_path / "checkpoints" / ".tmp-step_00000003-1-1").mkdir()
     assert latest_checkpoint(tmp_path) == good
     assert load_checkpoint(good, tiny_model()).step == 1
+
+
+def test_size_estimate_matches_what_is_written(tmp_path, tiny_model):
+    model = tiny_model()
+    opt, sched = _setup(model)
+    _one_step(model, opt, sched)
+    ckpt = save_checkpoint(tmp_path, model, None, opt, sched, step=1)
+    written = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
+    estimate = state_bytes(dict(model.named_parameters())) + state_bytes(opt.state_dict())
+    assert 0.9 * written < estimate < 1.1 * written
+
+
+def test_a_disk_too_full_for_the_checkpoint_is_a_clear_error(tmp_path):
+    import shutil
+
+    ensure_free_space(tmp_path, 1)
+    with pytest.raises(OSError, match="GiB free, a checkpoint needs about .* previous checkpoints are intact"):
+        ensure_free_space(tmp_path, shutil.disk_usage(tmp_path).free + 2**40)
 
 
 def test_load_rejects_incomplete_dir(tmp_path, tiny_model):

@@ -102,12 +102,30 @@ def test_logprob_gap_is_zero_with_the_samplers_own_weights(tiny_model, tokenizer
     assert logprob_gap([shifted], trainer_logprobs(model, [shifted], 64))["logprob_gap_mean"] == pytest.approx(0.5, abs=1e-4)
 
 
+def test_skipping_the_gap_measurement_gives_the_same_update(tiny_model):
+    examples = [_example(i, 14, a) for i, a in enumerate([1.0, -1.0, 0.5])]
+    results = []
+    for measure in (True, False):
+        model = tiny_model()
+        steps, batch = rl_update(model, make_rl_optimizer(model, lr=1e-3), _with_own_logprobs(model, examples),
+                                 UpdateConfig(batch_size=2, max_seq_len=64, measure_gap=measure))
+        results.append((steps, batch, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+    (steps1, batch1, w1), (steps2, batch2, w2) = results
+    assert "logprob_gap_mean" in batch1 and "recompute_logprobs_s" in batch1
+    assert "logprob_gap_mean" not in batch2 and "recompute_logprobs_s" not in batch2
+    assert batch1["entropy"] == batch2["entropy"]
+    assert [s["loss"] for s in steps1] == [s["loss"] for s in steps2]
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=0, rtol=0)
+
+
 def test_tis_weights_are_truncated_and_reported(tiny_model):
     model = tiny_model()
     e = _with_own_logprobs(model, [_example(4, 16, 1.0)])[0]
     # The sampler believed every action token was far less likely: ratio exp(+3) > cap.
     off = RLExample(e.input_ids, e.loss_mask, [v - 3.0 * m for v, m in zip(e.sampler_logprobs, e.loss_mask)], 1.0)
-    _, batch = rl_update(model, make_rl_optimizer(model), [off], UpdateConfig(batch_size=1, max_seq_len=64, tis_cap=2.0))
+    # TIS needs the recomputed log-probs, so it measures the gap even when told not to
+    _, batch = rl_update(model, make_rl_optimizer(model), [off], UpdateConfig(batch_size=1, max_seq_len=64, tis_cap=2.0, measure_gap=False))
     assert batch["tis_weight_mean"] == pytest.approx(2.0)
     assert batch["tis_capped_frac"] == 1.0
     assert batch["logprob_gap_mean"] == pytest.approx(3.0, abs=1e-4)

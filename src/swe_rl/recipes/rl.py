@@ -86,6 +86,10 @@ class RLConfig:
     grad_clip: float = 1.0
     micro_batch_rows: int = 1  # packed rows per forward/backward
     tis_cap: float = 0.0  # truncated importance sampling cap C; 0 = off (trainer and sampler share weights here)
+    # Recompute the old log-probs before each update to report the trainer-vs-sampler log-prob gap (one
+    # forward pass over the batch). Off saves that pass where the gap is known to be 0 (an HF sampler
+    # sharing the trainer's weights in float32); TIS recomputes them anyway.
+    measure_logprob_gap: bool = True
     # sampling (step 1): must stay neutral, checked at start-up
     temperature: float = 1.0
     top_p: float = 1.0
@@ -533,7 +537,8 @@ def _run_rl(cfg: RLConfig, dp: DataParallel, *, resume: bool, cache: Path | None
             # 5-7. one pass over the batch in K optimizer steps, each rank on its share of every step
             t0 = time.perf_counter()
             ucfg = UpdateConfig(batch_size=stage.batch_size, max_seq_len=stage.context_length, eps_low=stage.clip[0], eps_high=stage.clip[1],
-                                loss=cfg.loss, micro_batch_rows=cfg.micro_batch_rows, grad_clip=cfg.grad_clip, tis_cap=cfg.tis_cap)
+                                loss=cfg.loss, micro_batch_rows=cfg.micro_batch_rows, grad_clip=cfg.grad_clip, tis_cap=cfg.tis_cap,
+                                measure_gap=cfg.measure_logprob_gap)
             steps, batch_metrics = rl_update(model, optimizer, examples, ucfg, pad_id=tokenizer.pad_token_id or 0, dp=dp)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -275,25 +275,32 @@ def synthesize(source: str, n: int, out: Path, *, seed: int = 0, jobs: int = 1, 
 
 def _pooled(args: list[tuple], jobs: int, init: tuple, n: int, report: SynthesisReport, record,
             prejudged: Callable[[Mutation], dict | None]) -> None:
-    """Decide on a pool, but record strictly in candidate order (the output is the same for any `jobs`)."""
+    """Decide on a pool, but record strictly in candidate order (the output is the same for any `jobs`).
+
+    At most 2 x jobs candidates wait on the pool; prejudged ones wait only for their turn to be recorded,
+    so a run of them behind a slow suite run never leaves a worker idle.
+    """
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=init) as pool:
-        inflight: deque = deque()
+        inflight: deque = deque()  # (candidate, future, submitted to the pool), in candidate order
+        submitted = 0
         it = iter(args)
         try:
             while report.accepted < n:
-                while len(inflight) < 2 * jobs and (a := next(it, None)) is not None:
+                while submitted < 2 * jobs and (a := next(it, None)) is not None:
                     if (decided := prejudged(a[0])) is not None:
                         fut: Future = Future()
                         fut.set_result(decided)
                     else:
                         fut = pool.submit(_decide_in_worker, *a)
-                    inflight.append((a[0], fut))
+                        submitted += 1
+                    inflight.append((a[0], fut, decided is None))
                 if not inflight:
                     break
-                m, fut = inflight.popleft()
+                m, fut, pooled = inflight.popleft()
+                submitted -= pooled
                 record(m, fut.result())
         finally:
-            for _, fut in inflight:
+            for _, fut, _ in inflight:
                 fut.cancel()
 
 

@@ -3,13 +3,15 @@
 `<run>/checkpoints/step_00000010/` is a `save_pretrained` directory (transformers and vLLM load
 it as it is) with `trainer_state/` beside the weights: optimizer, scheduler, RNG, step and any
 extra state. It is written under a temporary name and renamed into place, so an interrupted
-write leaves the previous checkpoints intact; only the last `keep_last` are kept. Under FSDP
+write leaves the previous checkpoints intact, and it is refused up front (a clear error, not a torn
+write) when the disk cannot hold it; only the last `keep_last` are kept. Under FSDP
 (`dp`) rank 0 writes the same files from the gathered full state dicts (optimizer keyed by
 parameter name), so a checkpoint written by N ranks loads into M ranks or one process.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -68,6 +70,25 @@ def _fsync_tree(path: Path) -> None:
             os.close(fd)
 
 
+def state_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state dict: about what `torch.save` / safetensors write for it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_bytes(v) for v in obj)
+    return 0
+
+
+def ensure_free_space(directory: Path, need: int) -> None:
+    """Raise ENOSPC before writing `need` bytes into `directory` when its filesystem has less free."""
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{directory}: {free / 2**30:.2f} GiB free, a checkpoint needs about {need / 2**30:.2f} GiB; "
+                      "the previous checkpoints are intact: free space (or lower keep_last) and resume")
+
+
 def save_checkpoint(
     run_dir: str | Path,
     model: torch.nn.Module,
@@ -105,6 +126,8 @@ def save_checkpoint(
             dp.barrier()  # rank 0 is writing
             return final
     root.mkdir(parents=True, exist_ok=True)
+    trained = weights if weights is not None else {n: p for n, p in model.named_parameters() if p.requires_grad or not hasattr(model, "peft_config")}
+    ensure_free_space(root, state_bytes(trained) + state_bytes(optimizer_state))
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
     try:
         model.save_pretrained(tmp, **({"state_dict": weights} if weights is not None else {}))

@@ -58,6 +58,9 @@ class UpdateConfig:
     micro_batch_rows: int = 1  # packed rows per forward/backward
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     tis_cap: float = 0.0  # TIS: weight tokens by min(exp(trainer_old - sampler), cap); 0 = off
+    # Recompute the old log-probs (a forward pass over the batch) to report the trainer-vs-sampler gap;
+    # the loss's ratio uses the sampler's, so only the gap metric and TIS (which always recomputes) need it.
+    measure_gap: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.micro_batch_rows < 1 or self.max_seq_len < 2 or self.tis_cap < 0:
@@ -184,12 +187,14 @@ def rl_update(
     if dp is not None and dp.enabled:
         plan = [[idx[k] for k in dp.split([len(examples[i]) for i in idx])] for idx in plan]
     local = [i for idx in plan for i in idx]  # this rank's examples (all of them in a single process)
-    old = dict(zip(local, trainer_logprobs(model, [examples[i] for i in local], cfg.max_seq_len, micro_batch_rows=cfg.micro_batch_rows, pad_id=pad_id, dp=dp)))
-    batch_metrics: dict[str, Any] = logprob_gap([examples[i] for i in local], [old[i] for i in local], dp)
+    batch_metrics: dict[str, Any] = {}
+    if cfg.measure_gap or cfg.tis_cap > 0:
+        old = dict(zip(local, trainer_logprobs(model, [examples[i] for i in local], cfg.max_seq_len, micro_batch_rows=cfg.micro_batch_rows, pad_id=pad_id, dp=dp)))
+        batch_metrics.update(logprob_gap([examples[i] for i in local], [old[i] for i in local], dp))
+        batch_metrics["recompute_logprobs_s"] = time.perf_counter() - started
     action = torch.cat([torch.tensor(e.sampler_logprobs)[torch.tensor(e.loss_mask, dtype=torch.bool)] for e in examples])
     # E[-log p(sampled token)] is an unbiased estimate of the sampler's per-token entropy, for free.
     batch_metrics["entropy"] = float(-action.mean()) if action.numel() else 0.0
-    batch_metrics["recompute_logprobs_s"] = time.perf_counter() - started
     weights: dict[int, torch.Tensor] | None = None
     if cfg.tis_cap > 0:
         weights = dict(zip(local, tis_weights([examples[i] for i in local], [old[i] for i in local], cfg.tis_cap)))
