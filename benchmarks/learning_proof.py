@@ -82,10 +82,10 @@ BATCH = 8
 STAGES = ("tasks", "warm", "base", "rft", "rl")
 
 
-def synthesized(tasks_dir: Path, source: str, n: int, pip: tuple[str, ...] = ()) -> list:
+def synthesized(tasks_dir: Path, source: str, n: int) -> list:
     """The first `n` tasks synthesized from `source` (seeded and resumable: a larger n extends the same file)."""
     from swe_rl.tasks.loaders import load_tasks
-    from swe_rl.tasks.synthesize import DEFAULT_PIP, synthesize
+    from swe_rl.tasks.synthesize import synthesize
 
     path = tasks_dir / f"{source.split(':')[1].split('==')[0]}.jsonl"
     sidecar = path.with_name(path.name + ".decisions.jsonl")
@@ -94,7 +94,7 @@ def synthesized(tasks_dir: Path, source: str, n: int, pip: tuple[str, ...] = ())
                          f"move {tasks_dir} aside and run again")
     if not path.exists() or len({json.loads(x)["instance_id"] for x in path.read_text().splitlines() if x.strip()}) < n:
         synthesize(source, n, path, seed=SYNTH_SEED, jobs=2, max_p2p=MAX_P2P, progress=False,  # resumes
-                   operators=OPERATORS, keep=negation, precheck=explorable_candidate, pip_packages=DEFAULT_PIP + pip)
+                   operators=OPERATORS, keep=negation, precheck=explorable_candidate)
     return load_tasks(path)[:n]
 
 
