@@ -81,6 +81,13 @@ def state_bytes(obj: Any) -> int:
     return 0
 
 
+def checkpoint_bytes(model: torch.nn.Module, optimizer_state: dict[str, Any] | None, weights: dict[str, Any] | None = None) -> int:
+    """About what `save_checkpoint` writes: the saved weights (a PEFT model's adapter only) and the optimizer state."""
+    if weights is None:
+        weights = {n: p for n, p in model.named_parameters() if p.requires_grad or not hasattr(model, "peft_config")}
+    return state_bytes(weights) + state_bytes(optimizer_state)
+
+
 def ensure_free_space(directory: Path, need: int) -> None:
     """Raise ENOSPC before writing `need` bytes into `directory` when its filesystem has less free."""
     free = shutil.disk_usage(directory).free
@@ -126,8 +133,7 @@ def save_checkpoint(
             dp.barrier()  # rank 0 is writing
             return final
     root.mkdir(parents=True, exist_ok=True)
-    trained = weights if weights is not None else {n: p for n, p in model.named_parameters() if p.requires_grad or not hasattr(model, "peft_config")}
-    ensure_free_space(root, state_bytes(trained) + state_bytes(optimizer_state))
+    ensure_free_space(root, checkpoint_bytes(model, optimizer_state, weights))
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
     try:
         model.save_pretrained(tmp, **({"state_dict": weights} if weights is not None else {}))
