@@ -2,6 +2,7 @@
 
 `python -m torch.distributed.run --standalone --nproc-per-node 2 tests/training/dist_worker.py <dir>`,
 <dir>/job.pt = {"examples", "cfg", "lr", "sft_examples", "sft_cfg"}; rank 0 writes <dir>/result.pt and <dir>/model/.
+Then a checkpoint write that fails on rank 0: every rank writes what it raised to <dir>/save_error_rank<r>.txt.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from swe_rl.policy.models import resolve_model
+from swe_rl.training.checkpoint import save_checkpoint
 from swe_rl.training.distributed import SINGLE, DataParallel, clip_grad_norm, close_distributed, full_state_dict, init_distributed, save_full_model, shard_model
 from swe_rl.training.rl_step import rl_update
 from swe_rl.training.sft import SFTConfig, train_step
@@ -54,6 +56,14 @@ def main(work: Path) -> None:
     sft_weights = full_state_dict(sft_model, dp)
     if dp.is_main:
         torch.save({"steps": steps, "batch": batch, "weights": weights, "sft": sft, "sft_weights": sft_weights}, work / "result.pt")
+    blocked = work / "blocked"  # its checkpoints directory is a file: rank 0's write fails
+    if dp.is_main:
+        blocked.mkdir()
+        (blocked / "checkpoints").write_text("")
+    try:
+        save_checkpoint(blocked, model, dp=dp)
+    except Exception as e:  # noqa: BLE001 - what each rank raised is the test's result
+        (work / f"save_error_rank{dp.rank}.txt").write_text(f"{type(e).__name__}: {e}")
     close_distributed()
 
 

@@ -129,6 +129,10 @@ def test_two_gloo_ranks_equal_one_process(tiny_model, tmp_path):
     for k, v in ref.items():
         torch.testing.assert_close(saved[k], v, atol=TOL, rtol=0)
 
+    # a checkpoint write that fails on rank 0 raises on rank 1 too (instead of leaving it in the barrier)
+    assert (tmp_path / "save_error_rank0.txt").read_text().startswith("FileExistsError")
+    assert (tmp_path / "save_error_rank1.txt").read_text().startswith("RuntimeError: rank 0 failed: FileExistsError")
+
     # SFT (ranks with activation checkpointing): train_step on each rank's share, the same loss and weights as one process
     from tests.training.dist_worker import sft_steps
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from swe_rl.training.distributed import DataParallel, full_state_dict
+from swe_rl.training.distributed import SINGLE, DataParallel, full_state_dict
 
 STATE_DIR = "trainer_state"
 _NAME = re.compile(r"^step_(\d+)$")
@@ -114,56 +114,56 @@ def save_checkpoint(
     extra: JSON-serialisable state of the caller (pool, metrics, data order...), returned by load.
     A PEFT model saves its adapter (use `export_model` for a merged directory vLLM can serve).
     dp: under FSDP every rank calls this (the gathers are collectives); rank 0 writes, with its RNG
-    state; every rank gets the path back once the checkpoint is in place.
+    state; every rank gets the path back once the checkpoint is in place, and a failed write
+    raises on every rank.
     """
+    dp = dp or SINGLE
     root = checkpoints_dir(run_dir)
     final = root / f"step_{step:08d}"
-    sharded = dp is not None and dp.enabled
+    sharded = dp.enabled
     weights = None
     optimizer_state = optimizer.state_dict() if optimizer is not None and not sharded else None
     if sharded:
-        assert dp is not None
         weights = full_state_dict(model, dp)
         if optimizer is not None:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
             full = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
             optimizer_state = full if dp.is_main else None
-        if not dp.is_main:
-            dp.barrier()  # rank 0 is writing
-            return final
-    root.mkdir(parents=True, exist_ok=True)
-    ensure_free_space(root, checkpoint_bytes(model, optimizer_state, weights))
-    tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        model.save_pretrained(tmp, **({"state_dict": weights} if weights is not None else {}))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        state = tmp / STATE_DIR
-        state.mkdir()
-        torch.save(
-            {
-                "optimizer": optimizer_state,
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": rng_state() if save_rng else None,
-            },
-            state / "state.pt",
-        )
-        (state / "state.json").write_text(json.dumps({"step": step, "extra": extra or {}}, indent=1))
-        _fsync_tree(tmp)
-        if final.exists():  # re-saving a step (after a resume): swap the old one out first
-            old = root / f".old-{final.name}-{time.monotonic_ns()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for path in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(path)
-    if sharded:
-        dp.barrier()  # type: ignore[union-attr]
+
+    def write() -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        ensure_free_space(root, checkpoint_bytes(model, optimizer_state, weights))
+        tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            model.save_pretrained(tmp, **({"state_dict": weights} if weights is not None else {}))
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            state = tmp / STATE_DIR
+            state.mkdir()
+            torch.save(
+                {
+                    "optimizer": optimizer_state,
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": rng_state() if save_rng else None,
+                },
+                state / "state.pt",
+            )
+            (state / "state.json").write_text(json.dumps({"step": step, "extra": extra or {}}, indent=1))
+            _fsync_tree(tmp)
+            if final.exists():  # re-saving a step (after a resume): swap the old one out first
+                old = root / f".old-{final.name}-{time.monotonic_ns()}"
+                os.rename(final, old)
+                os.rename(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for path in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(path)
+
+    dp.on_main(write)
     return final
 
 

@@ -14,9 +14,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,28 @@ class DataParallel:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, fn: Callable[[], T]) -> T | None:
+        """Run `fn` on rank 0 while the other ranks wait; its result there, None elsewhere.
+
+        A failure (a full disk, say) is raised on every rank: the others would otherwise wait in
+        the next collective until the process group's timeout. Rank 0 raises its own exception,
+        the others a RuntimeError naming it (an exception need not pickle).
+        """
+        if not self.enabled:
+            return fn()
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                error = e
+        failure = self.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        if failure is not None:
+            raise RuntimeError(f"rank 0 failed: {failure}")
+        return result
 
 
 SINGLE = DataParallel()
@@ -236,13 +260,14 @@ def save_full_model(model: torch.nn.Module, dp: DataParallel, out: str | Path, t
     """Gather the weights and write a Hugging Face directory from rank 0 (vLLM and HFPolicy load it)."""
     sd = full_state_dict(model, dp)
     out = Path(out)
-    if dp.is_main:
-        assert sd is not None
+
+    def write() -> Path:
         model.save_pretrained(out, state_dict=sd)  # type: ignore[operator]
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
-    dp.barrier()
-    return out if dp.is_main else None
+        return out
+
+    return dp.on_main(write)
 
 
 def clip_grad_norm(params: Sequence[torch.Tensor], max_norm: float, dp: DataParallel | None = None) -> float:
