@@ -153,6 +153,15 @@ def test_smoke_never_trains_on_the_heldout_tasks(smoke_run):
 
 @pytest.mark.slow
 def test_smoke_rerun_skips_every_step_and_a_changed_step_is_an_error(smoke_run, capsys):
+    # as if the steps ran before swe-rl had these knobs: at their defaults they change nothing
+    for step, knob in (("rl_stage1", ("measure_logprob_gap",)), ("rft", ("agent", "window"))):
+        rec = json.loads((smoke_run / step / "step.json").read_text())
+        *parents, leaf = knob
+        section = rec["config"]
+        for key in parents:
+            section = section[key]
+        del section[leaf]
+        (smoke_run / step / "step.json").write_text(json.dumps(rec))
     before = _markers(smoke_run)
     assert main(["run", str(SMOKE), "--set", f"run_dir={smoke_run}"]) == 0
     assert _markers(smoke_run) == before  # nothing was redone

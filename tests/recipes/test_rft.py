@@ -11,7 +11,7 @@ import pytest
 from swe_rl.cli import main
 from swe_rl.config import ConfigError, load_config
 from swe_rl.paths import CONFIGS_DIR
-from swe_rl.recipes.rft import RFTConfig, build, filter_trajectories
+from swe_rl.recipes.rft import RFTConfig, RFTError, StepMarker, build, filter_trajectories
 from swe_rl.types import Grade, Trajectory, Turn
 
 DEMO_TASK = "jpvanhal__inflection-1"
@@ -146,6 +146,21 @@ def test_rerun_skips_every_step_and_refuses_a_changed_config(rft_run, capsys):
     assert "trajectories: " in printed and "examples: " not in printed and "model: " not in printed
     with pytest.raises(SystemExit, match=r"collect was made with different samples"):
         rft(*run_overrides(rft_run), f"samples={SAMPLES + 1}")
+
+
+def test_a_knob_added_since_a_step_ran_counts_at_its_default(tmp_path):
+    """A step recorded by an older swe-rl (without `new`, `nested.added`) is still done at their defaults, not at others."""
+    defaults = {"a": 1, "new": False, "nested": {"x": 1, "added": 0}}
+    recorded = StepMarker(tmp_path / "step", {"a": 1, "nested": {"x": 1}})
+    recorded.start()
+    recorded.finish({"ok": True})
+    assert StepMarker(tmp_path / "step", {"a": 1, "new": False, "nested": {"x": 1, "added": 0}}, defaults).done()
+    with pytest.raises(RFTError, match=r"different new .*new: False there, True now"):
+        StepMarker(tmp_path / "step", {"a": 1, "new": True, "nested": {"x": 1, "added": 0}}, defaults).done()
+    with pytest.raises(RFTError, match=r"different nested"):
+        StepMarker(tmp_path / "step", {"a": 1, "new": False, "nested": {"x": 1, "added": 5}}, defaults).done()
+    with pytest.raises(RFTError, match=r"different new"):  # without defaults, any key missing there is a change
+        StepMarker(tmp_path / "step", {"a": 1, "new": False, "nested": {"x": 1}}).done()
 
 
 @pytest.mark.slow

@@ -144,12 +144,15 @@ class _Run:
         self.train_ids = tuple(t.instance_id for t in train)
         self.steps: list[str] = []  # in the order they ran (or were skipped): the report's wall-time table
 
-    def marker(self, step: str, config: dict[str, Any], source: ModelStep | None) -> StepMarker:
-        """The step's marker; its fingerprint holds its config and the identity of the model it starts from."""
+    def marker(self, step: str, config: dict[str, Any], source: ModelStep | None, defaults: Any) -> StepMarker:
+        """The step's marker; its fingerprint holds its config and the identity of the model it starts from.
+
+        defaults: the config section's class with its defaults (a knob added since a step ran counts as its default).
+        """
         # Flat, so a changed-config error names the field (`samples`), not a whole section.
         fingerprint = {**json.loads(json.dumps(config)), "input": f"{source.step}@{source.run_id}" if source else ""}
         self.steps.append(step)
-        return StepMarker(self.dir / step, fingerprint)
+        return StepMarker(self.dir / step, fingerprint, to_dict(defaults))
 
     def recipe_rft(self, sub: RFTConfig, step: str, model: str) -> RFTConfig:
         ids = tuple(i for i in self.train_ids if i != sub.demonstration_task)
@@ -180,7 +183,7 @@ def rft_step(run: _Run, step_name: str, row: str, sub: RFTConfig, prev: ModelSte
 
     rcfg = run.recipe_rft(sub, step_name, prev.model)
     # The model is in the input's identity; the directories may move with the run.
-    step = run.marker(step_name, to_dict(replace(rcfg, model="", cache_dir="", run_dir="")), prev)
+    step = run.marker(step_name, to_dict(replace(rcfg, model="", cache_dir="", run_dir="")), prev, RFTConfig())
     if rec := step.done():
         return _model_step(step_name, rec["summary"])
     t0 = _begin(step)
@@ -232,7 +235,7 @@ def rl_stage_step(run: _Run, k: int, start: ModelStep, prev: ModelStep) -> Model
     out = run.dir / "rl"  # one RL run for every stage: stage k+1 continues the checkpoints of stage k
     rcfg = replace(cfg.rl, model=start.model, tasks=cfg.tasks, instances=run.train_ids, out=out, device=cfg.device)
     # Stage k+1's output depends on every stage up to it, not on the later ones.
-    step = run.marker(name, to_dict(replace(rcfg, model="", out="", stages=rcfg.stages[: k + 1])), prev)  # prev's input chain holds `start`
+    step = run.marker(name, to_dict(replace(rcfg, model="", out="", stages=rcfg.stages[: k + 1])), prev, RLConfig())  # prev's input chain holds `start`
     if rec := step.done():
         return _model_step(name, rec["summary"])
     t0 = _begin(step)
@@ -266,7 +269,7 @@ def eval_step(run: _Run, src: ModelStep, evaluated: dict[str, dict[str, Any]]) -
     cfg = run.cfg
     name = f"eval_{src.step}"
     held = [t.instance_id for t in run.heldout]
-    step = run.marker(name, {**to_dict(cfg.eval), "heldout": held, "heldout_tasks": cfg.heldout_tasks or cfg.tasks}, src)
+    step = run.marker(name, {**to_dict(cfg.eval), "heldout": held, "heldout_tasks": cfg.heldout_tasks or cfg.tasks}, src, EvalConfig())
     if rec := step.done():
         return rec["summary"]
     t0 = _begin(step)

@@ -76,17 +76,21 @@ class StepMarker:
     """`<dir>/step.json`: the config the step ran with, written first; `done` set when it finished.
 
     Shared with recipes/pipeline.py: any resumable step whose output lives in one directory.
+    defaults: the config's default values. A key the recorded config lacks (a knob added to swe-rl
+    after the step ran) counts as its default, so an upgrade does not strand a run: a new knob's
+    default keeps the behaviour from before it existed.
     """
 
-    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
         self.name, self.dir = directory.name, directory
         self.marker, self.config = directory / "step.json", config
+        self.defaults = json.loads(json.dumps(defaults or {}))
 
     def record(self) -> dict[str, Any] | None:
         if not self.marker.exists():
             return None
         rec = json.loads(self.marker.read_text())
-        old, new = rec["config"], json.loads(json.dumps(self.config))
+        old, new = _with_defaults(rec["config"], self.defaults), json.loads(json.dumps(self.config))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             raise RFTError(
@@ -115,8 +119,19 @@ class StepMarker:
         tmp.replace(self.marker)
 
 
+def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the keys it lacks (at any depth) taken from `defaults`."""
+    out = dict(config)
+    for k, d in defaults.items():
+        if k not in out:
+            out[k] = d
+        elif isinstance(out[k], dict) and isinstance(d, dict):
+            out[k] = _with_defaults(out[k], d)
+    return out
+
+
 def _step(cfg: RFTConfig, name: str) -> StepMarker:
-    return StepMarker(Path(cfg.run_dir) / name, _fingerprint(cfg, name))
+    return StepMarker(Path(cfg.run_dir) / name, _fingerprint(cfg, name), _fingerprint(RFTConfig(), name))
 
 
 def _cache(cfg: RFTConfig) -> Path | None:
