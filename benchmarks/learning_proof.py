@@ -134,6 +134,8 @@ def build_tasks(out: Path) -> tuple[Path, Path, Path, dict]:
     """The family split by function (train / held-out), and RL's pool from another project."""
     from swe_rl.tasks.split import split_tasks, write_tasks
 
+    if unknown := sorted(set(RL_SOURCES) - set(SOURCES)):
+        raise SystemExit(f"RL_SOURCES {unknown}: not in SOURCES (RL's pool extends the family's seeded files)")
     tasks_dir = out / "tasks"
     synthesized_tasks = {source: synthesized(tasks_dir, source, max(n, RL_SOURCES.get(source, 0)))
                          for source, n in SOURCES.items()}
