@@ -54,10 +54,9 @@ def main(work: Path) -> None:
     sft_model = shard_model(load_tiny(), dp, activation_checkpointing=True)  # recomputation must not change the step
     sft = sft_steps(sft_model, job["sft_examples"], job["sft_cfg"], job["lr"], dp)
     sft_weights = full_state_dict(sft_model, dp)
-    if dp.is_main:
-        torch.save({"steps": steps, "batch": batch, "weights": weights, "sft": sft, "sft_weights": sft_weights}, work / "result.pt")
     blocked = work / "blocked"  # its checkpoints directory is a file: rank 0's write fails
     if dp.is_main:
+        torch.save({"steps": steps, "batch": batch, "weights": weights, "sft": sft, "sft_weights": sft_weights}, work / "result.pt")
         blocked.mkdir()
         (blocked / "checkpoints").write_text("")
     try:
