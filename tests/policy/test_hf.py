@@ -175,3 +175,45 @@ def test_next_turn_reuses_the_kept_cache_and_samples_what_a_fresh_policy_samples
     before = reusing.reused_tokens
     reusing.generate(second, SamplingParams(max_new_tokens=2, seed=4))
     assert reusing.reused_tokens == before
+
+
+def test_room_cache_samples_what_the_plain_cache_samples(tiny_dir, tokenizer, monkeypatch):
+    """The room-reserving decode cache changes where keys live, not what is sampled: rows of different
+    lengths, rows that stop early (dropped from the batch) and a next turn grown from a kept prefix."""
+    import swe_rl.policy.hf as hf
+    from transformers import DynamicCache
+
+    first = [prompt(tokenizer, "x" * i) for i in range(8)]  # the tiny model ends some of these turns early
+
+    def two_turns(policy):
+        turn1 = policy.generate(first, SamplingParams(max_new_tokens=16, seed=5))
+        second = [p + list(c.token_ids) + tokenizer.encode(" observed", add_special_tokens=False)
+                  for p, c in zip(first, turn1)]
+        return turn1 + policy.generate(second, SamplingParams(max_new_tokens=16, seed=6))
+
+    room = two_turns(HFPolicy(tiny_dir, device="cpu"))
+    assert len({len(c.token_ids) for c in room}) > 1, "no row stopped early: the test lost its point"
+    monkeypatch.setattr(hf, "_decode_cache", lambda config, room: DynamicCache(config=config))
+    plain = two_turns(HFPolicy(tiny_dir, device="cpu"))
+    assert [c.token_ids for c in room] == [c.token_ids for c in plain]
+    assert max(abs(a - b) for x, y in zip(room, plain) for a, b in zip(x.logprobs, y.logprobs)) < 1e-6
+
+
+def test_room_cache_writes_in_place(tiny_dir):
+    import swe_rl.policy.hf as hf
+
+    policy = HFPolicy(tiny_dir, device="cpu")
+    cache = hf._decode_cache(policy.model.config, room=4)
+    layer = cache.layers[0]
+    assert type(layer).__name__ == "RoomLayer"
+    k = torch.randn(2, 1, 3, 8)
+    cache.update(k, k + 1, 0)
+    buffer = layer.key_buffer
+    for step in range(4):  # the room holds 4 more columns: no new buffer
+        cache.update(torch.full((2, 1, 1, 8), float(step)), torch.zeros(2, 1, 1, 8), 0)
+        assert layer.key_buffer is buffer
+    assert torch.equal(layer.keys[:, :, :3], k) and layer.keys[0, 0, 6, 0].item() == 3.0
+    cache.update(torch.zeros(2, 1, 1, 8), torch.zeros(2, 1, 1, 8), 0)  # past the room: grows, keeps the content
+    assert layer.key_buffer is not buffer and torch.equal(layer.keys[:, :, :3], k) and layer.get_seq_length() == 8
+    cache.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys[0, :, :3], k[1]) and layer.get_seq_length() == 8
