@@ -170,11 +170,23 @@ def test_next_turn_reuses_the_kept_cache_and_samples_what_a_fresh_policy_samples
     assert [c.token_ids for c in turn2] == [c.token_ids for c in expected]
     assert max(abs(a - b) for x, y in zip(turn2, expected) for a, b in zip(x.logprobs, y.logprobs)) < 1e-5
     assert sampled_vs_recomputed(reusing, second, turn2) < 1e-4
-    # new weights: nothing kept survives
+    # new weights: nothing kept survives; the second row takes only the start it shares with the first
     reusing.update_weights()
     before = reusing.reused_tokens
     reusing.generate(second, SamplingParams(max_new_tokens=2, seed=4))
-    assert reusing.reused_tokens == before
+    assert reusing.reused_tokens - before == next(i for i, (a, b) in enumerate(zip(*second)) if a != b)
+
+
+def test_rows_of_one_call_share_their_common_start(tiny_dir, tokenizer):
+    """G samples of one task: the first row is prefilled, the others take its cache (all but the last token)."""
+    reusing, fresh = HFPolicy(tiny_dir, device="cpu"), HFPolicy(tiny_dir, device="cpu", reuse_prefix=False)
+    p = prompt(tokenizer, "fix the failing test in utils.py")
+    params = SamplingParams(max_new_tokens=10, seed=2)
+    out = reusing.generate([p] * 4, params)
+    assert reusing.reused_tokens == 3 * (len(p) - 1) and reusing.prefill_tokens == len(p) + 3
+    expected = fresh.generate([p] * 4, params)
+    assert [c.token_ids for c in out] == [c.token_ids for c in expected]
+    assert max(abs(a - b) for x, y in zip(out, expected) for a, b in zip(x.logprobs, y.logprobs)) < 1e-5
 
 
 def test_room_cache_samples_what_the_plain_cache_samples(tiny_dir, tokenizer, monkeypatch):

@@ -121,6 +121,15 @@ def _decode_cache(config: Any, room: int) -> Any:
     return cache
 
 
+def _shared_start(kept: tuple[int, ...], prompt: list[int], limit: int) -> int:
+    """How many first tokens `kept` and `prompt` share, at most `limit`."""
+    n = min(len(kept), limit)
+    if kept[:n] == tuple(prompt[:n]):
+        return n
+    differ = torch.tensor(kept[:n]) != torch.tensor(prompt[:n])
+    return int(differ.nonzero()[0, 0])
+
+
 def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(keys, values) [batch, heads, seq, dim] of every layer of a DynamicCache, across transformers versions."""
     if hasattr(cache, "layers"):
@@ -211,46 +220,62 @@ class HFPolicy:
     def _tag(self) -> tuple:
         return (self.version, repr(getattr(self.model.config, "rope_scaling", None)))
 
-    def _kept_prefix(self, prompt: list[int], tag: tuple) -> _Prefix | None:
-        """The longest kept row that `prompt` strictly extends (at least one new token to run)."""
-        best = None
-        for p in self._prefixes:
-            if p.tag == tag and len(p.ids) < len(prompt) and (best is None or len(p.ids) > len(best.ids)) \
-                    and tuple(prompt[: len(p.ids)]) == p.ids:
-                best = p
-        return best
+    def _kept_prefix(self, prompt: list[int], candidates: list[_Prefix], tag: tuple) -> tuple[_Prefix | None, int]:
+        """The kept row sharing the longest start with `prompt`, and how many of its tokens to take.
+
+        At least the prompt's last token is left to run. A cache position depends only on the tokens up to
+        it, so the shared start of another row serves too: the system prompt, or one task's G samples.
+        """
+        best, best_n = None, 0
+        if not self.reuse_prefix:
+            return best, best_n
+        for p in candidates:
+            if p.tag == tag and (n := _shared_start(p.ids, prompt, len(prompt) - 1)) > best_n:
+                best, best_n = p, n
+        return best, best_n
+
+    def _row_prefix(self, prompt: list[int], hit: _Prefix | None, n: int, tag: tuple) -> _Prefix:
+        """The KV cache of `prompt[:-1]`: `hit`'s first `n` tokens, then one forward over the rest, unpadded."""
+        row = prompt[n:-1]
+        if not row:
+            assert hit is not None  # n == len(prompt) - 1 > 0
+            return _Prefix(tuple(prompt[:-1]), [(k[:, :n], v[:, :n]) for k, v in hit.kv], tag)
+        cache = _decode_cache(self.model.config, room=len(row))
+        for layer, (k, v) in enumerate(hit.kv if hit else []):
+            cache.update(k[None, :, :n], v[None, :, :n], layer)
+        self.model(input_ids=torch.tensor([row], device=self.device), logits_to_keep=1, use_cache=True,
+                   position_ids=torch.arange(n, len(prompt) - 1, device=self.device)[None], **{self._cache_arg: cache})
+        return _Prefix(tuple(prompt[:-1]), [(k[0], v[0]) for k, v in _layers(cache)], tag)
 
     def _prefill(self, prompts: list[list[int]], cache: Any, tag: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(input ids, attention mask, position ids) of the first forward; kept prefixes go into `cache`.
+        """(input ids, attention mask, position ids) of the first forward; each row's prefix goes into `cache`.
 
-        Each row is [left pad | kept prefix | pad | new tokens], right-aligned at both seams: the mask
-        hides the pads, position ids count only real tokens, so every row's last token is at column -1.
+        Each row but its last token is prefilled on its own (`_row_prefix`): rows of one call differ by
+        hundreds of tokens (a file window against "No matches found"), and a padded batch would run every
+        row at the longest one's width. The batch then runs the last tokens, [left pad | row prefix | last
+        token]: the mask hides the pads, position ids count only real tokens.
         """
         dev, n = self.device, len(prompts)
-        hits = [self._kept_prefix(p, tag) if self.reuse_prefix else None for p in prompts]
-        kept = [len(h.ids) if h else 0 for h in hits]
-        new = [p[k:] for p, k in zip(prompts, kept)]
-        width_kept, width_new = max(kept), max(len(x) for x in new)
-        pad = self.stop_token_ids[0]  # any id works: padded positions are masked out
-        ids = torch.full((n, width_new), pad, dtype=torch.long, device=dev)
-        attn = torch.zeros((n, width_kept + width_new), dtype=torch.long, device=dev)
-        pos = torch.zeros((n, width_new), dtype=torch.long, device=dev)
-        for i, (x, k) in enumerate(zip(new, kept)):
-            ids[i, width_new - len(x):] = torch.tensor(x, dtype=torch.long)
-            pos[i, width_new - len(x):] = torch.arange(k, k + len(x))
-            attn[i, width_kept - k: width_kept] = 1
-            attn[i, width_kept + width_new - len(x):] = 1
-        if width_kept:
-            first = next(h for h in hits if h)
-            for layer, (k0, v0) in enumerate(first.kv):
-                keys = k0.new_zeros((n, k0.shape[0], width_kept, k0.shape[2]))
-                values = v0.new_zeros((n, v0.shape[0], width_kept, v0.shape[2]))
-                for i, h in enumerate(hits):
-                    if h:
-                        keys[i, :, width_kept - kept[i]:], values[i, :, width_kept - kept[i]:] = h.kv[layer]
+        rows: list[_Prefix] = []
+        for p in prompts:
+            hit, shared = self._kept_prefix(p, self._prefixes + rows, tag)
+            rows.append(self._row_prefix(p, hit, shared, tag) if len(p) > 1 else _Prefix((), [], tag))
+            self.reused_tokens += shared
+            self.prefill_tokens += len(p) - shared
+        width = max(len(r.ids) for r in rows)
+        ids = torch.tensor([[p[-1]] for p in prompts], dtype=torch.long, device=dev)
+        attn = torch.zeros((n, width + 1), dtype=torch.long, device=dev)
+        pos = torch.tensor([[len(p) - 1] for p in prompts], dtype=torch.long, device=dev)
+        for i, r in enumerate(rows):
+            attn[i, width - len(r.ids):] = 1
+        if width:
+            for layer, (k0, v0) in enumerate(next(r for r in rows if r.ids).kv):
+                keys = k0.new_zeros((n, k0.shape[0], width, k0.shape[2]))
+                values = v0.new_zeros((n, v0.shape[0], width, v0.shape[2]))
+                for i, r in enumerate(rows):
+                    if r.ids:
+                        keys[i, :, width - len(r.ids):], values[i, :, width - len(r.ids):] = r.kv[layer]
                 cache.update(keys, values, layer)
-        self.reused_tokens += sum(kept)
-        self.prefill_tokens += sum(len(x) for x in new)
         return ids, attn, pos
 
     def _keep(self, store: list[_Prefix], cache: Any, attn: torch.Tensor, batch_rows: list[int], ids: list[tuple[int, ...]],
