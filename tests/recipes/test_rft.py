@@ -193,6 +193,19 @@ def test_format_error_turn_is_context_not_target(rft_run, tmp_path, bundled_task
 
 
 @pytest.mark.slow
+def test_build_does_not_depend_on_the_order_episodes_finished(rft_run, tmp_path):
+    """Episodes are appended as they finish (threads): the same episodes in another order build the same
+    examples, so the SFT model does not depend on thread timing."""
+    lines = (rft_run / "collect" / "trajectories.jsonl").read_text().splitlines()
+    assert len(lines) > 1
+    shuffled = tmp_path / "trajectories.jsonl"
+    shuffled.write_text("\n".join(reversed(lines)) + "\n")
+    cfg = load_config(RFTConfig, None, [f"run_dir={tmp_path / 'run'}", "model=tiny"])
+    rebuilt = build(cfg, shuffled, rft_run / "demonstration" / "demonstration.txt")
+    assert rebuilt.read_bytes() == (rft_run / "build" / "examples.jsonl").read_bytes()
+
+
+@pytest.mark.slow
 def test_own_samples_with_nothing_kept_stop_before_training(rft_run, tmp_path):
     """The paper's setting (collect_model = the trained model): the random tiny model resolves nothing."""
     demo = rft_run / "demonstration" / "demonstration.txt"

@@ -315,7 +315,9 @@ def build(cfg: RFTConfig, trajectories_file: Path, demonstration: Path | None) -
     if step.done():
         return out
     step.start()
-    kept, funnel = filter_trajectories(_read(trajectories_file), cfg.drop_exit_reasons)
+    # File order is the order episodes finished (threads): sort, so the SFT data and model do not depend on it.
+    sampled = sorted(_read(trajectories_file), key=lambda t: (t.instance_id, t.sample_index))
+    kept, funnel = filter_trajectories(sampled, cfg.drop_exit_reasons)
     prompt_messages = without_demonstration(demonstration_block(demonstration.read_text())) if demonstration else None
     # The stored prefix is checked against the trained model's chat template: a sampler with another
     # tokenizer would make the kept token ids meaningless to the trainer.
