@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import DynamicCache
 
 import swe_rl.policy.hf as hf
 from swe_rl.types import SamplingParams
@@ -48,7 +49,7 @@ def main() -> None:
     torch.manual_seed(0)
     prompts = [torch.randint(100, 40000, (a.context - 20 * i,)).tolist() for i in range(a.batch)]
     room_cache = hf._decode_cache
-    plain_cache = lambda config, room: __import__("transformers").DynamicCache(config=config)  # noqa: E731
+    plain_cache = lambda config, room: DynamicCache(config=config)  # noqa: E731
     rows, outputs = [], {}
     for name, make in (("plain DynamicCache", plain_cache), ("room reserved", room_cache)):
         hf._decode_cache = make

@@ -18,6 +18,7 @@ from swe_rl.agent.parser import parse_action
 from swe_rl.evaluation.report import completion_tokens
 from swe_rl.evaluation.viewer_page import PAGE
 from swe_rl.rollouts.engine import is_infra_failure
+from swe_rl.rollouts.store import episode_order, read_trajectories
 from swe_rl.types import Trajectory
 
 MAX_FIELD_CHARS = 20_000  # per response / observation: thousands of episodes must stay a loadable file
@@ -99,8 +100,7 @@ def embed_json(data: Any) -> str:
 
 
 def render_html(trajectories: Sequence[Trajectory], title: str = "swe-rl trajectories", max_chars: int = MAX_FIELD_CHARS) -> str:
-    # Grouped by task, runs in order: episodes finish in any order, but are read task by task.
-    ordered = sorted(trajectories, key=lambda t: (t.instance_id, t.sample_index))
+    ordered = sorted(trajectories, key=episode_order)  # read task by task, runs in order
     episodes = [episode_record(i, t, max_chars) for i, t in enumerate(ordered)]
     data = {"title": title, "episodes": episodes}
     fill = {"TITLE": html.escape(title), "DATA": embed_json(data)}
@@ -117,8 +117,6 @@ def write_viewer(trajectories: Sequence[Trajectory], out: Path, title: str = "sw
 
 def view_cli(paths: Iterable[Path], out: Path, title: str | None = None) -> int:
     """`swe-rl view traj.jsonl [...] -o viewer.html`."""
-    from swe_rl.rollouts.store import read_trajectories
-
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.is_file():

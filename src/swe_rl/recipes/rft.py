@@ -308,6 +308,7 @@ def _write_funnel(funnel: dict[str, Any], out_dir: Path) -> None:
 
 def build(cfg: RFTConfig, trajectories_file: Path, demonstration: Path | None) -> Path:
     """Filter, then SFT examples without the demonstration -> `<run>/build/examples.jsonl` (+ funnel.json/.md)."""
+    from swe_rl.rollouts.store import episode_order
     from swe_rl.training.sft_data import build_examples, demonstration_block, without_demonstration, write_examples
 
     step = _step(cfg, "build")
@@ -315,8 +316,7 @@ def build(cfg: RFTConfig, trajectories_file: Path, demonstration: Path | None) -
     if step.done():
         return out
     step.start()
-    # File order is the order episodes finished (threads): sort, so the SFT data and model do not depend on it.
-    sampled = sorted(_read(trajectories_file), key=lambda t: (t.instance_id, t.sample_index))
+    sampled = sorted(_read(trajectories_file), key=episode_order)  # the SFT data and model: not thread timing
     kept, funnel = filter_trajectories(sampled, cfg.drop_exit_reasons)
     prompt_messages = without_demonstration(demonstration_block(demonstration.read_text())) if demonstration else None
     # The stored prefix is checked against the trained model's chat template: a sampler with another

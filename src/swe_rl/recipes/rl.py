@@ -386,7 +386,7 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
                        cache: Path | None, quiet: bool | None) -> Experience:
     """Steps 1-4 of the algorithm box for iteration `state["iteration"]`: rollouts, reward, advantages, kept samples."""
     from swe_rl.recipes.rollout import run_rollouts
-    from swe_rl.rollouts.store import iter_trajectories
+    from swe_rl.rollouts.store import episode_order, iter_trajectories
     from swe_rl.training.rl_step import RLExample
     from swe_rl.training.rope import apply_yarn
 
@@ -418,9 +418,7 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
                            executor=cfg.executor, ray_address=cfg.ray_address or None, sandbox=cfg.sandbox)
         finished.touch()
         # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
-        # File order is the order gradings finished (threads): sort so the update does not depend on it.
-        new = sorted((t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks),
-                     key=lambda t: (t.instance_id, t.sample_index))
+        new = sorted((t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks), key=episode_order)
         score(new, cfg, stage)
         trajs += new
         dropped += len(run.dropped_tasks)

@@ -45,6 +45,12 @@ def iter_trajectories(path: Path) -> Iterator[Trajectory]:
             raise ValueError(f"{path}:{number}: not a trajectory record: {e}") from None
 
 
+def episode_order(t: Trajectory) -> tuple[str, int]:
+    """Sort key (task, sample): a file holds episodes in the order they finished (threads), and anything
+    computed from them (SFT data, an RL update, the viewer) must not depend on that order."""
+    return t.instance_id, t.sample_index
+
+
 def read_trajectories(paths: Path | Iterable[Path]) -> list[Trajectory]:
     paths = [paths] if isinstance(paths, Path) else list(paths)
     return [t for p in paths for t in iter_trajectories(p)]
