@@ -60,11 +60,16 @@ RFT_SAMPLES = 2  # G
 RFT_TASKS = 24  # training tasks sampled by RFT: the ones after the warm start's demonstrations
 RFT_SFT = SFTConfig(lr=5e-5, epochs=1, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RL: multi-turn DAPO -------------------------------------------------------------------------
-RL_SAMPLES = 4  # G
-# 3 iterations, each trained on 4 groups with mixed rewards (16 trajectories, 2 optimizer steps)
+# G = 8 on 2 problems per draw. With G = 4 on 4 problems, every iteration of both runs from nothing needed
+# its second draw to find 4 groups with mixed rewards: half of the 32 episodes trained nothing (training-side
+# metrics, runs/learning_proof/rl/metrics.jsonl). At the RFT model's ~50% resolve rate, a group of 8 is
+# almost always mixed, its baseline is estimated from twice the samples (the paper's G is 10), and a rare
+# success (1 of 8) is found and weighted: the same 16 trained trajectories from half the episodes.
+RL_SAMPLES = 8  # G
+# 3 iterations, each trained on 2 groups with mixed rewards (16 trajectories, 2 optimizer steps)
 RL_STAGE = Stage(iterations=3, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
-                 problems_per_iteration=4, batch_size=8, clip=(0.2, 0.3))
-RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 4 problems when the first has too few mixed groups
+                 problems_per_iteration=2, batch_size=8, clip=(0.2, 0.3))
+RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 2 problems when the first has too few mixed groups
 # RFT's step size. On funcy (12% resolved at first, so few and negative-heavy groups) one update at 5e-5
 # moved the policy far (approx KL 0.07, sample entropy 0.18 -> 0.03) and it degenerated. On this pool an
 # update moves it ~0.003: lr 3e-5 left held-out pass@1 where RFT had it (learning_proof_lr3e-5_rl.json).
