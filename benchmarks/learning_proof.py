@@ -3,6 +3,7 @@
     nice -n 2 .venv/bin/python benchmarks/learning_proof.py [--out runs/learning_proof] [--only tasks|warm|base|rft|rl]
         [--eval-tasks N --eval-runs K]   # a smaller proof;  --status: episodes finished so far;
         [--calibrate warm|rft|rl]        # a stage's model on training tasks (how knobs are chosen)
+        [--calibrate rl-pool]            # the RFT and RL models on RL's own (training-side) pool
 
 The task family: negated conditions (`if c:` became `if not c:` / `if not (c):`) synthesized
 (tasks/synthesize.py, operator invert_condition, negations only) into real PyPI projects, kept when
@@ -258,6 +259,15 @@ def calibrate(out: Path, stage: str, n: int = CALIBRATION_TASKS) -> dict:
     return evaluate(out, f"calibration_{stage}", model, calib, runs=1)
 
 
+def rl_pool_check(out: Path, runs: int = 2) -> dict:
+    """The RFT and RL models on RL's own pool (training side): did RL get better where it trained?"""
+    from swe_rl.training.checkpoint import latest_checkpoint
+
+    pool = out / "tasks" / "rl_pool.jsonl"
+    models = {"rft": out / "rft" / "train" / "model", "rl": latest_checkpoint(out / "rl")}
+    return {name: evaluate(out, f"pool_{name}", model, pool, runs=runs) for name, model in models.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "learning_proof")
@@ -265,8 +275,9 @@ def main() -> None:
     ap.add_argument("--eval-tasks", type=int, default=HELDOUT_TASKS, help="evaluate only the first N held-out tasks (a smaller, noisier proof)")
     ap.add_argument("--eval-runs", type=int, default=EVAL_RUNS, help="runs (samples) per held-out task for pass@1 +- SEM")
     ap.add_argument("--status", action="store_true", help="summarize the episodes finished so far in every evaluation (a run in progress)")
-    ap.add_argument("--calibrate", choices=("warm", "rft", "rl"), default=None,
-                    help="evaluate that stage's model on CALIBRATION_TASKS training tasks (1 run): how the knobs were chosen")
+    ap.add_argument("--calibrate", choices=("warm", "rft", "rl", "rl-pool"), default=None,
+                    help="evaluate that stage's model on CALIBRATION_TASKS training tasks (1 run): how the knobs were chosen; "
+                         "rl-pool: the RFT and RL models on RL's own pool (2 runs)")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "learning_proof.json")
     args = ap.parse_args()
     out = args.out.resolve()
@@ -288,6 +299,11 @@ def main() -> None:
     if args.status:  # also kept beside the results: the state of an unfinished proof
         text = json.dumps(status(out), indent=1)
         args.results.with_name(args.results.stem + "_status.json").write_text(text + "\n")
+        print(text)
+        return
+    if args.calibrate == "rl-pool":
+        text = json.dumps(rl_pool_check(out), indent=1)
+        args.results.with_name(args.results.stem + "_rl_pool.json").write_text(text + "\n")
         print(text)
         return
     if args.calibrate:
