@@ -214,14 +214,14 @@ def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stage: Sta
     return ckpt
 
 
-def evaluate(out: Path, name: str, model: Path, tasks_file: Path, runs: int = EVAL_RUNS) -> dict:
+def evaluate(out: Path, name: str, model: Path, tasks_file: Path, runs: int = EVAL_RUNS, agent: AgentConfig = AGENT) -> dict:
     """`runs` samples of every task at the training temperature -> pass@1 +- SEM, format-error rate."""
     from swe_rl.policy.hf import HFPolicy
     from swe_rl.recipes.evaluate import evaluate as run_eval
     from swe_rl.tasks.loaders import load_tasks
 
     tasks = load_tasks(tasks_file)
-    run = run_eval(tasks, HFPolicy(model, device="cpu", name=name), AGENT, out / f"eval_{name}_{len(tasks)}x{runs}", runs=runs,
+    run = run_eval(tasks, HFPolicy(model, device="cpu", name=name), agent, out / f"eval_{name}_{len(tasks)}x{runs}", runs=runs,
                    resume=True, batch=BATCH, seed=1234, quiet=True)
     m = run.metrics
     return {"model": str(model), "tasks": len(tasks), "runs": runs, "pass_at_1": m["pass_at_1"],
