@@ -265,6 +265,8 @@ def rl_pool_check(out: Path, runs: int = 2) -> dict:
 
     pool = out / "tasks" / "rl_pool.jsonl"
     models = {"rft": out / "rft" / "train" / "model", "rl": latest_checkpoint(out / "rl")}
+    if models["rl"] is None or not pool.exists():
+        raise SystemExit(f"{out}: no RL checkpoint or RL pool yet: run the proof (its rl step) first")
     return {name: evaluate(out, f"pool_{name}", model, pool, runs=runs) for name, model in models.items()}
 
 
