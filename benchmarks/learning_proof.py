@@ -246,28 +246,31 @@ def status(out: Path) -> dict:
     return summary
 
 
+def stage_model(out: Path, stage: str) -> Path:
+    """The model a finished stage ("warm", "rft" or "rl") of the proof in `out` left."""
+    from swe_rl.training.checkpoint import latest_checkpoint
+
+    model = {"warm": out / "warm" / "train" / "model", "rft": out / "rft" / "train" / "model"}.get(stage) or latest_checkpoint(out / "rl")
+    if model is None or not model.exists():
+        raise SystemExit(f"{out}: no {stage} model yet: run the proof up to its {stage} step first")
+    return model
+
+
 def calibrate(out: Path, stage: str, n: int = CALIBRATION_TASKS) -> dict:
     """A stage's model on training tasks only (the held-out set is never looked at while choosing knobs)."""
     from swe_rl.tasks.loaders import load_tasks
     from swe_rl.tasks.split import write_tasks
-    from swe_rl.training.checkpoint import latest_checkpoint
 
     train = load_tasks(out / "tasks" / "train.jsonl")
     calib = out / "tasks" / "calibration.jsonl"
     write_tasks(train[WARM_DEMOS: WARM_DEMOS + min(n, CALIBRATION_TASKS)], calib)  # not the warm start's demonstrations
-    model = {"warm": out / "warm" / "train" / "model", "rft": out / "rft" / "train" / "model"}.get(stage) or latest_checkpoint(out / "rl")
-    return evaluate(out, f"calibration_{stage}", model, calib, runs=1)
+    return evaluate(out, f"calibration_{stage}", stage_model(out, stage), calib, runs=1)
 
 
 def rl_pool_check(out: Path, runs: int = 2) -> dict:
     """The RFT and RL models on RL's own pool (training side): did RL get better where it trained?"""
-    from swe_rl.training.checkpoint import latest_checkpoint
-
-    pool = out / "tasks" / "rl_pool.jsonl"
-    models = {"rft": out / "rft" / "train" / "model", "rl": latest_checkpoint(out / "rl")}
-    if models["rl"] is None or not pool.exists():
-        raise SystemExit(f"{out}: no RL checkpoint or RL pool yet: run the proof (its rl step) first")
-    return {name: evaluate(out, f"pool_{name}", model, pool, runs=runs) for name, model in models.items()}
+    pool, models = out / "tasks" / "rl_pool.jsonl", {stage: stage_model(out, stage) for stage in ("rft", "rl")}  # both, before any episode
+    return {stage: evaluate(out, f"pool_{stage}", model, pool, runs=runs) for stage, model in models.items()}
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ TURNS = 8
 
 def main() -> None:
     out = lp.ROOT / "runs" / "learning_proof"
-    pool, rft_model = out / "tasks" / "rl_pool.jsonl", out / "rft" / "train" / "model"
+    pool, rft_model = out / "tasks" / "rl_pool.jsonl", lp.stage_model(out, "rft")
     agent = replace(lp.AGENT, max_turns=TURNS)
     t0 = time.monotonic()
     rl_model = lp.rl(out, pool, rft_model, name=f"rl_turns{TURNS}", stage=replace(lp.RL_STAGE, max_turns=TURNS))
