@@ -50,7 +50,10 @@ SPLIT_SEED = 0
 HELDOUT_TASKS = 16  # evaluated held-out tasks (the first N of the held-out side)
 TRAIN_TASKS = 48  # training tasks of the warm start and RFT (the first N of the training side)
 # ---- the scaffold (the same for every stage and every evaluation) ------------------------------
-AGENT = AgentConfig(max_turns=6, context_length=2560, max_new_tokens=96, window=40, command_timeout_s=30,
+# 8 turns: a fix takes 5. On 6 (until 2026-11-27) RL taught the policy to search for the line it had just
+# fixed, with no turn left to act on it (training side: --calibrate rl-pool, learning_proof_room_rl.json).
+# The prompts do not name the limit, so the warm start's demonstrations are the same token ids on either.
+AGENT = AgentConfig(max_turns=8, context_length=2560, max_new_tokens=96, window=40, command_timeout_s=30,
                     prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
 # ---- warm start: behaviour cloning on scripted:explore replays of training tasks ----------------
@@ -70,9 +73,14 @@ RFT_SFT = SFTConfig(lr=5e-5, epochs=1, batch_size=1, warmup_steps=1, max_seq_len
 # 1 in 4 problems each. The pool's tasks are mostly always or never solved, so G = 8 trained 32 trajectories
 # where G = 4 trained 48 (RL took 1,045 s; 1,681 s in the G = 4 run, whose generation was also slower).
 RL_SAMPLES = 8  # G
-# 3 iterations, each trained on 2 groups with mixed rewards (16 trajectories, 2 optimizer steps)
-RL_STAGE = Stage(iterations=3, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
+# One iteration per stage: on entering each stage the pool is re-filtered by the solve rates seen so far (the
+# paper's stage-2 rule: drop tasks solved >= 2/3 of the time and tasks never solved), so later draws skip
+# problems an earlier group showed to be uniform. Until 2026-11-27 one stage of 3 iterations, whose
+# iterations 2 and 3 each found 1 mixed group in 4 problems (the pool's tasks are mostly always or never solved).
+# Each iteration trains on 2 groups with mixed rewards (16 trajectories, 2 optimizer steps).
+RL_STAGE = Stage(iterations=1, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
                  problems_per_iteration=2, batch_size=8, clip=(0.2, 0.3))
+RL_STAGES = (RL_STAGE,) * 3
 RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 2 problems when the first has too few mixed groups
 # RFT's step size. On funcy (12% resolved at first, so few and negative-heavy groups) one update at 5e-5
 # moved the policy far (approx KL 0.07, sample entropy 0.18 -> 0.03) and it degenerated. On this pool an
@@ -198,12 +206,12 @@ def rft(out: Path, train_file: Path, model: Path) -> Path:
     return Path(run_rft(cfg)["model"])
 
 
-def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stage: Stage = RL_STAGE,
+def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stages: tuple[Stage, ...] = RL_STAGES,
        instances: tuple[str, ...] = (), max_draws: int = RL_MAX_DRAWS, lr: float = RL_LR, reward: str = RL_REWARD) -> Path:
     from swe_rl.recipes.rl import run_rl
     from swe_rl.training.checkpoint import latest_checkpoint
 
-    cfg = RLConfig(model=str(model), tasks=str(tasks_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=(stage,), max_draws=max_draws,
+    cfg = RLConfig(model=str(model), tasks=str(tasks_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=stages, max_draws=max_draws,
                    lr=lr, reward=reward, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
                    window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns - 1,
                    measure_logprob_gap=False,  # 0.0 in every run: the sampler is the trainer's own float32 model
@@ -346,7 +354,7 @@ def _knobs() -> dict:
 
     return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
             "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
-            "rl_sources": RL_SOURCES, "rl_samples": RL_SAMPLES, "rl_stage": to_dict(RL_STAGE),
+            "rl_sources": RL_SOURCES, "rl_samples": RL_SAMPLES, "rl_stages": [to_dict(s) for s in RL_STAGES],
             "rl_max_draws": RL_MAX_DRAWS, "rl_lr": RL_LR, "rl_reward": RL_REWARD, "eval_runs": EVAL_RUNS}
 
 

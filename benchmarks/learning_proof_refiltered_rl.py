@@ -27,7 +27,7 @@ def main() -> None:
     pool = tuple(refilter_pool(sorted(solves), solves, solved_at=RLConfig.drop_solved_at, drop_never=RLConfig.drop_never_solved))
     stage = replace(lp.RL_STAGE, iterations=1, problems_per_iteration=len(pool), batch_size=8)
     t0 = time.monotonic()
-    model = lp.rl(out, out / "tasks" / "train.jsonl", lp.stage_model(out, "rft"), name="rl_filtered", stage=stage,
+    model = lp.rl(out, out / "tasks" / "train.jsonl", lp.stage_model(out, "rft"), name="rl_filtered", stages=(stage,),
                   instances=pool, max_draws=1, lr=1e-5, reward="paper")
     rl_s = time.monotonic() - t0
     t0 = time.monotonic()

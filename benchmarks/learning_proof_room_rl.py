@@ -25,7 +25,7 @@ def main() -> None:
     pool, rft_model = out / "tasks" / "rl_pool.jsonl", lp.stage_model(out, "rft")
     agent = replace(lp.AGENT, max_turns=TURNS)
     t0 = time.monotonic()
-    rl_model = lp.rl(out, pool, rft_model, name=f"rl_turns{TURNS}", stage=replace(lp.RL_STAGE, max_turns=TURNS))
+    rl_model = lp.rl(out, pool, rft_model, name=f"rl_turns{TURNS}", stages=tuple(replace(s, max_turns=TURNS) for s in lp.RL_STAGES))
     record: dict = {"turns": TURNS, "rl_s": round(time.monotonic() - t0, 1)}
     for name, model in (("rft", rft_model), ("rl", rl_model)):
         t0 = time.monotonic()
