@@ -207,11 +207,12 @@ def rft(out: Path, train_file: Path, model: Path) -> Path:
 
 
 def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stages: tuple[Stage, ...] = RL_STAGES,
-       instances: tuple[str, ...] = (), max_draws: int = RL_MAX_DRAWS, lr: float = RL_LR, reward: str = RL_REWARD) -> Path:
+       instances: tuple[str, ...] = (), max_draws: int = RL_MAX_DRAWS, lr: float = RL_LR, reward: str = RL_REWARD,
+       seed: int = 0) -> Path:
     from swe_rl.recipes.rl import run_rl
     from swe_rl.training.checkpoint import latest_checkpoint
 
-    cfg = RLConfig(model=str(model), tasks=str(tasks_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=stages, max_draws=max_draws,
+    cfg = RLConfig(model=str(model), tasks=str(tasks_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=stages, max_draws=max_draws, seed=seed,
                    lr=lr, reward=reward, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
                    window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns - 1,
                    measure_logprob_gap=False,  # 0.0 in every run: the sampler is the trainer's own float32 model
