@@ -92,6 +92,13 @@ RL_LR = 5e-5
 # turn-limit exits fell 7 -> 5 -> 2 while wrong submissions rose 3 -> 5 -> 8 and the resolve rate stayed
 # at 17-21% (benchmarks/results/learning_proof_paper_reward_rl.json). RL is no better with it (README).
 RL_REWARD = "binary"
+# Each trajectory's token mean, averaged over trajectories (GRPO's), not the paper's mean over all action
+# tokens. With 8 turns a group's failures run longer than its successes: in the first 8-turn run each mixed
+# group's advantage-weighted action-token sum was -88 to -214 (so the token mean pushed down the tokens every
+# episode shares), and after two updates the policy broke its own commands (`edit 1042 1042`): the third
+# iteration resolved 1 of 32 episodes (training side; learning_proof_2026-11-27_8turns_token_mean.json).
+# The sequence mean weighs each trajectory alike, so within a group those sums are 0.
+RL_LOSS_AGG = "sequence"
 # ---- evaluation ----------------------------------------------------------------------------------
 EVAL_RUNS = 3
 CALIBRATION_TASKS = 12  # training tasks (after the warm start's demonstrations) the knobs were chosen on
@@ -213,7 +220,7 @@ def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stages: tu
     from swe_rl.training.checkpoint import latest_checkpoint
 
     cfg = RLConfig(model=str(model), tasks=str(tasks_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=stages, max_draws=max_draws, seed=seed,
-                   lr=lr, reward=reward, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
+                   lr=lr, reward=reward, loss_agg=RL_LOSS_AGG, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
                    window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns - 1,
                    measure_logprob_gap=False,  # 0.0 in every run: the sampler is the trainer's own float32 model
                    tensorboard=False)
@@ -356,7 +363,7 @@ def _knobs() -> dict:
     return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
             "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
             "rl_sources": RL_SOURCES, "rl_samples": RL_SAMPLES, "rl_stages": [to_dict(s) for s in RL_STAGES],
-            "rl_max_draws": RL_MAX_DRAWS, "rl_lr": RL_LR, "rl_reward": RL_REWARD, "eval_runs": EVAL_RUNS}
+            "rl_max_draws": RL_MAX_DRAWS, "rl_lr": RL_LR, "rl_reward": RL_REWARD, "rl_loss_agg": RL_LOSS_AGG, "eval_runs": EVAL_RUNS}
 
 
 def _verdict(results: dict) -> dict:

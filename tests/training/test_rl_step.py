@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from swe_rl.training.losses import dapo_loss
-from swe_rl.training.rl_step import RLExample, UpdateConfig, logprob_gap, make_rl_optimizer, rl_update, trainer_logprobs
+from swe_rl.training.rl_step import RLExample, UpdateConfig, accumulate_step, logprob_gap, make_rl_optimizer, rl_update, trainer_logprobs
 
 
 def _example(seed: int, n: int, advantage: float, *, prompt: int = 6, vocab: int = 500) -> RLExample:
@@ -54,6 +54,28 @@ def test_micro_batch_split_gives_the_same_update(tiny_model):
     assert s1["grad_norm"] == pytest.approx(s2["grad_norm"], rel=1e-5)
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-6, rtol=0)
+
+
+def test_sequence_aggregation_is_the_mean_of_each_trajectorys_token_mean(tiny_model):
+    # Trajectories of 8, 20 and 38 action tokens packed into one row, against each one's own token mean
+    # (a batch of one), averaged: the same gradient.
+    model = tiny_model()
+    examples = _with_own_logprobs(model, [_example(i, n, a) for i, (n, a) in enumerate([(14, 1.0), (26, -0.5), (44, -1.5)])], 128)
+    accumulate_step(model, examples, UpdateConfig(batch_size=3, max_seq_len=128, loss_agg="sequence"))
+    packed = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    for e in examples:
+        accumulate_step(model, [e], UpdateConfig(batch_size=1, max_seq_len=128))
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(packed[k], p.grad / len(examples), atol=1e-6, rtol=1e-4)
+    model.zero_grad(set_to_none=True)
+    accumulate_step(model, examples, UpdateConfig(batch_size=3, max_seq_len=128))  # the token mean differs
+    assert not all(torch.allclose(packed[k], p.grad, atol=1e-6) for k, p in model.named_parameters())
+
+
+def test_unknown_loss_aggregation_is_an_error():
+    with pytest.raises(ValueError, match="loss_agg"):
+        UpdateConfig(batch_size=1, max_seq_len=8, loss_agg="seq")
 
 
 def test_batch_is_one_pass_in_k_optimizer_steps(tiny_model):

@@ -26,6 +26,7 @@ import torch
 from swe_rl.agent.loop import AgentConfig
 from swe_rl.policy.vllm import VLLMConfig
 from swe_rl.training.distributed import DataParallel, full_state_dict
+from swe_rl.training.rl_step import LOSS_AGGS
 from swe_rl.types import Trajectory
 
 
@@ -79,6 +80,9 @@ class RLConfig:
     max_draws: int = 1
     # optimizer (step 7): AdamW, constant lr
     loss: str = "dapo"
+    # "token": a mean over the step's action tokens (the paper); "sequence": each trajectory's token mean,
+    # averaged over trajectories, so failures that run longer do not outweigh successes (rl_step.UpdateConfig)
+    loss_agg: str = "token"
     lr: float = 1e-6
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
@@ -123,6 +127,8 @@ class RLConfig:
     def __post_init__(self) -> None:
         if self.max_draws < 1:
             raise ValueError(f"max_draws must be >= 1, got {self.max_draws}")
+        if self.loss_agg not in LOSS_AGGS:
+            raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {self.loss_agg!r}")
         if self.samples < 2:
             raise ValueError(f"samples (G) must be >= 2 for group advantages, got {self.samples}")
         if not self.stages:
@@ -535,7 +541,7 @@ def _run_rl(cfg: RLConfig, dp: DataParallel, *, resume: bool, cache: Path | None
             # 5-7. one pass over the batch in K optimizer steps, each rank on its share of every step
             t0 = time.perf_counter()
             ucfg = UpdateConfig(batch_size=stage.batch_size, max_seq_len=stage.context_length, eps_low=stage.clip[0], eps_high=stage.clip[1],
-                                loss=cfg.loss, micro_batch_rows=cfg.micro_batch_rows, grad_clip=cfg.grad_clip, tis_cap=cfg.tis_cap,
+                                loss=cfg.loss, loss_agg=cfg.loss_agg, micro_batch_rows=cfg.micro_batch_rows, grad_clip=cfg.grad_clip, tis_cap=cfg.tis_cap,
                                 measure_gap=cfg.measure_logprob_gap)
             steps, batch_metrics = rl_update(model, optimizer, examples, ucfg, pad_id=tokenizer.pad_token_id or 0, dp=dp)
             train_s = time.perf_counter() - t0

@@ -48,6 +48,9 @@ class RLExample:
         return cls(list(t.token_ids[:end]), list(t.loss_mask[:end]), list(t.sampler_logprobs[:end]), float(advantage))
 
 
+LOSS_AGGS = ("token", "sequence")
+
+
 @dataclass(frozen=True)
 class UpdateConfig:
     batch_size: int  # trajectories per optimizer step (paper: 128, then 256)
@@ -55,6 +58,10 @@ class UpdateConfig:
     eps_low: float = 0.2
     eps_high: float = 0.28
     loss: str = "dapo"  # a token-level loss of training/losses.py taking `total_tokens`
+    # "token": the loss is a mean over the step's action tokens (DAPO, the paper). "sequence": a mean of each
+    # trajectory's token mean, so a long trajectory weighs what a short one does; in a group whose failures
+    # run longer than its successes, the token mean pushes down the tokens all of them share (the format).
+    loss_agg: str = "token"
     micro_batch_rows: int = 1  # packed rows per forward/backward
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     tis_cap: float = 0.0  # TIS: weight tokens by min(exp(trainer_old - sampler), cap); 0 = off
@@ -65,6 +72,8 @@ class UpdateConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.micro_batch_rows < 1 or self.max_seq_len < 2 or self.tis_cap < 0:
             raise ValueError(f"UpdateConfig: batch_size, micro_batch_rows >= 1, max_seq_len >= 2, tis_cap >= 0: {self}")
+        if self.loss_agg not in LOSS_AGGS:
+            raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {self.loss_agg!r}")
 
 
 def _layout(batch: PackedBatch, per_example: Sequence[Sequence[float] | torch.Tensor], fill: float = 0.0) -> torch.Tensor:
@@ -127,9 +136,9 @@ def accumulate_step(
     """
     device = next(model.parameters()).device
     loss_fn = get_loss(cfg.loss)
-    total = sum(sum(e.loss_mask) for e in examples)
-    if dp is not None and dp.enabled:
-        total = int(dp.sum([total])[0])  # the GLOBAL count: a per-rank one would weight ranks unequally
+    total, trajectories = sum(sum(e.loss_mask) for e in examples), len(examples)
+    if dp is not None and dp.enabled:  # the GLOBAL counts: per-rank ones would weight ranks unequally
+        total, trajectories = (int(x) for x in dp.sum([total, trajectories]))
     rows = first_fit_decreasing([len(e) for e in examples], cfg.max_seq_len)
     sums = {"loss": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0, "approx_kl": 0.0}
     for chunk in micro_batch_plan(rows, cfg.micro_batch_rows, dp):
@@ -140,6 +149,10 @@ def accumulate_step(
         batch = collate(examples, chunk, pad_id=pad_id)
         old = _layout(batch, [examples[j].sampler_logprobs for j in order])
         adv_tokens = [torch.full((len(examples[j]),), examples[j].advantage) for j in order]
+        if cfg.loss_agg == "sequence":
+            # The loss is linear in a positive scale of A, so A * total / (trajectories * own tokens) turns the
+            # token mean over the step into the mean over trajectories of each one's token mean (GRPO's).
+            adv_tokens = [a * (total / (trajectories * max(sum(examples[j].loss_mask), 1))) for a, j in zip(adv_tokens, order)]
         if weights is not None:
             # A positive per-token weight w scales -min(r A, clip(r) A) exactly as A -> w A does,
             # so TIS rides on the per-token advantages and every loss in the registry gets it.
