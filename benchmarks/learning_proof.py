@@ -85,20 +85,21 @@ RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 2 problems when the first
 # RFT's step size. On funcy (12% resolved at first, so few and negative-heavy groups) one update at 5e-5
 # moved the policy far (approx KL 0.07, sample entropy 0.18 -> 0.03) and it degenerated. On this pool an
 # update moves it ~0.003: lr 3e-5 left held-out pass@1 where RFT had it (learning_proof_lr3e-5_rl.json).
-RL_LR = 5e-5
+# 5e-5 until 2026-11-27. On the 8-turn scaffold two updates at 5e-5 broke the policy's commands (`edit 1042
+# 1042`, `search_file 2`): RL's third iteration resolved 1 of 32 episodes (token mean) and 0 of 32 (sequence
+# mean), training side, where the first two resolved 75% and 50%.
+RL_LR = 2e-5
 # 1[resolved] alone. The paper's length term (0 below penalty_start steps, -1 at T_max) has no room here:
 # a fix takes 5 of the 6 turns, so it is a cliff at the turn limit that ranks a wrong submission (0) above
 # an unfinished search (-1). In the paper-reward run, most advantage came from that term: the first draws'
 # turn-limit exits fell 7 -> 5 -> 2 while wrong submissions rose 3 -> 5 -> 8 and the resolve rate stayed
 # at 17-21% (benchmarks/results/learning_proof_paper_reward_rl.json). RL is no better with it (README).
 RL_REWARD = "binary"
-# Each trajectory's token mean, averaged over trajectories (GRPO's), not the paper's mean over all action
-# tokens. With 8 turns a group's failures run longer than its successes: in the first 8-turn run each mixed
-# group's advantage-weighted action-token sum was -88 to -214 (so the token mean pushed down the tokens every
-# episode shares), and after two updates the policy broke its own commands (`edit 1042 1042`): the third
-# iteration resolved 1 of 32 episodes (training side; learning_proof_2026-11-27_8turns_token_mean.json).
-# The sequence mean weighs each trajectory alike, so within a group those sums are 0.
-RL_LOSS_AGG = "sequence"
+# The paper's mean over all action tokens. With 8 turns a group's failures run longer than its successes (each
+# mixed group's advantage-weighted action-token sum was -88 to -214 in the first 8-turn run), so the sequence
+# mean (each trajectory's token mean, averaged) was tried: at lr 5e-5 the policy broke its commands with
+# either (below), so the length weighting was not the cause (learning_proof_2026-11-27_8turns_*.json).
+RL_LOSS_AGG = "token"
 # ---- evaluation ----------------------------------------------------------------------------------
 EVAL_RUNS = 3
 CALIBRATION_TASKS = 12  # training tasks (after the warm start's demonstrations) the knobs were chosen on
