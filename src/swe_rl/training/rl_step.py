@@ -136,7 +136,8 @@ def accumulate_step(
     """
     device = next(model.parameters()).device
     loss_fn = get_loss(cfg.loss)
-    total, trajectories = sum(sum(e.loss_mask) for e in examples), len(examples)
+    action_tokens = [sum(e.loss_mask) for e in examples]
+    total, trajectories = sum(action_tokens), len(examples)
     if dp is not None and dp.enabled:  # the GLOBAL counts: per-rank ones would weight ranks unequally
         total, trajectories = (int(x) for x in dp.sum([total, trajectories]))
     rows = first_fit_decreasing([len(e) for e in examples], cfg.max_seq_len)
@@ -152,7 +153,7 @@ def accumulate_step(
         if cfg.loss_agg == "sequence":
             # The loss is linear in a positive scale of A, so A * total / (trajectories * own tokens) turns the
             # token mean over the step into the mean over trajectories of each one's token mean (GRPO's).
-            adv_tokens = [a * (total / (trajectories * max(sum(examples[j].loss_mask), 1))) for a, j in zip(adv_tokens, order)]
+            adv_tokens = [a * (total / (trajectories * max(action_tokens[j], 1))) for a, j in zip(adv_tokens, order)]
         if weights is not None:
             # A positive per-token weight w scales -min(r A, clip(r) A) exactly as A -> w A does,
             # so TIS rides on the per-token advantages and every loss in the registry gets it.
