@@ -11,6 +11,7 @@ import torch
 from swe_rl.config import ConfigError, load_config
 from swe_rl.recipes.rl import (RLConfig, Stage, collect_experience, enter_stage, group_advantages, mixed_groups, pick_problems, refilter_pool, run_rl,
                                score, select_for_training)
+from swe_rl.rollouts.store import iter_trajectories
 from swe_rl.types import Grade, Trajectory, Turn
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -94,6 +95,8 @@ def test_dynamic_sampling_draws_new_problems_while_groups_have_one_reward(bundle
         assert names == {"traj.jsonl"} | {f"traj_draw{d}.jsonl" for d in range(1, draws)}
         assert exp.problems == draws and len(exp.trajs) == 2 * draws and exp.kept == 0 and exp.examples == []
         assert all(t.reward == 1.0 for t in exp.trajs)
+        on_disk = [t for p in sorted((out / "iter_00000").glob("traj*.jsonl")) for t in iter_trajectories(p)]
+        assert len(on_disk) == 2 * draws and all(t.reward == 1.0 and t.reward_parts["resolved"] == 1.0 for t in on_disk)
         assert len(state["solves"]) == draws and all(rec == [2, 2] for rec in state["solves"].values())
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from swe_rl.rollouts.store import append_trajectory, read_trajectories, repair_torn_tail
+from swe_rl.rollouts.store import append_trajectory, read_trajectories, repair_torn_tail, write_trajectories
 from swe_rl.types import Grade, Trajectory, Turn
 
 
@@ -46,3 +46,14 @@ def test_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
     out.write_text(json.dumps(old) + "\n")
     with pytest.raises(ValueError, match="schema_version 0"):
         read_trajectories(out)
+
+
+def test_write_replaces_the_whole_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "traj.jsonl"
+    append_trajectory(out, make("a", 0))
+    append_trajectory(out, make("a", 1))
+    scored = read_trajectories(out)
+    scored[1].reward, scored[1].reward_parts = 1.0, {"resolved": 1.0}
+    write_trajectories(out, scored)
+    assert read_trajectories(out) == scored and read_trajectories(out)[1].reward == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["traj.jsonl"]

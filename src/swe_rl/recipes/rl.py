@@ -392,7 +392,7 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
                        cache: Path | None, quiet: bool | None) -> Experience:
     """Steps 1-4 of the algorithm box for iteration `state["iteration"]`: rollouts, reward, advantages, kept samples."""
     from swe_rl.recipes.rollout import run_rollouts
-    from swe_rl.rollouts.store import episode_order, iter_trajectories
+    from swe_rl.rollouts.store import episode_order, iter_trajectories, write_trajectories
     from swe_rl.training.rl_step import RLExample
     from swe_rl.training.rope import apply_yarn
 
@@ -423,9 +423,11 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
                            seed=seed if draw == 0 else seed * 1_009 + draw, resume=True, cache=cache, quiet=quiet,
                            executor=cfg.executor, ray_address=cfg.ray_address or None, sandbox=cfg.sandbox)
         finished.touch()
+        drawn_trajs = sorted(iter_trajectories(traj_file), key=episode_order)
+        score(drawn_trajs, cfg, stage)
+        write_trajectories(traj_file, drawn_trajs)  # episodes are written before they are scored: keep the rewards
         # Infrastructure failures drop the whole group: never a reward of 0 for a broken sandbox.
-        new = sorted((t for t in iter_trajectories(traj_file) if t.instance_id not in run.dropped_tasks), key=episode_order)
-        score(new, cfg, stage)
+        new = [t for t in drawn_trajs if t.instance_id not in run.dropped_tasks]
         trajs += new
         dropped += len(run.dropped_tasks)
         generation_s += run.metrics.get("episode_generation_s", 0.0)

@@ -25,6 +25,17 @@ def append_trajectory(path: Path, trajectory: Trajectory) -> None:
         os.fsync(f.fileno())
 
 
+def write_trajectories(path: Path, trajectories: Iterable[Trajectory]) -> None:
+    """Replace a trajectory file atomically: a crash leaves the old file or the new one, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for t in trajectories:
+            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def iter_trajectories(path: Path) -> Iterator[Trajectory]:
     """Records of a trajectory file; a torn last line (a crash mid-write) is skipped with a warning."""
     with open(path, encoding="utf-8") as f:
