@@ -71,3 +71,17 @@ def test_by_function_keeps_every_mutated_function_on_one_side():
         split_tasks(tasks({"a/one": 2}), by="function", heldout_fraction=0.5)
     with pytest.raises(ValueError, match="fell on one side"):
         split_tasks(ts[:1], by="function", heldout_fraction=0.5)
+
+
+def test_written_files_move_with_the_repositories_under_them(tmp_path):
+    from dataclasses import replace
+
+    from swe_rl.tasks.split import write_tasks
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    (run / "repos" / "one").mkdir(parents=True)
+    elsewhere.mkdir()
+    inside, outside = (replace(t, repo_url=str(url)) for t, url in zip(tasks({"a/one": 2}), (run / "repos" / "one", elsewhere)))
+    write_tasks([inside, outside], run / "tasks.jsonl")
+    run.rename(moved := tmp_path / "moved")
+    assert [t.repo_url for t in load_tasks(moved / "tasks.jsonl")] == [str(moved / "repos" / "one"), str(elsewhere)]

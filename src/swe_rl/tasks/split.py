@@ -66,10 +66,17 @@ def split_tasks(tasks: list[Task], *, by: Literal["repo", "function", "seed"], h
 
 
 def write_tasks(tasks: list[Task], path: Path) -> None:
+    """A tasks file; a local repo_url under the file's directory is written relative to it (as the loader
+    reads it), so the directory can be moved or copied without its tasks pointing back at the old place."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
     with path.open("w", encoding="utf-8") as f:
         for t in tasks:
-            f.write(json.dumps(task_to_record(t), ensure_ascii=False) + "\n")
+            record = task_to_record(t)
+            url = record.get("repo_url", "")
+            if url.startswith("/") and Path(url).is_relative_to(base):
+                record["repo_url"] = str(Path(url).relative_to(base))
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def split_cli(file: str, *, by: Literal["repo", "function", "seed"], heldout_fraction: float, out_train: Path, out_heldout: Path,
