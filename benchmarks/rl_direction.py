@@ -20,11 +20,10 @@ import learning_proof as lp
 
 
 def mean_action_logprob(model, token_ids: list[int], loss_mask: list[int]) -> float:
-    ids = torch.tensor([token_ids])
-    with torch.no_grad():
-        logits = model(ids).logits[0, :-1].float()  # [T-1, V]: position t predicts token t+1
-    logp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None])[:, 0]
-    return logp[torch.tensor(loss_mask[1:], dtype=torch.bool)].mean().item()
+    from swe_rl.policy.logprobs import token_logprobs
+
+    action = [lp for lp, m in zip(token_logprobs(model, token_ids)[1:], loss_mask[1:]) if m]
+    return statistics.mean(action)
 
 
 def main() -> None:
