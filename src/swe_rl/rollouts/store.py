@@ -15,10 +15,14 @@ from typing import Iterable, Iterator
 from swe_rl.types import Trajectory
 
 
+def _line(trajectory: Trajectory) -> str:
+    return json.dumps(trajectory.to_dict(), ensure_ascii=False) + "\n"
+
+
 def append_trajectory(path: Path, trajectory: Trajectory) -> None:
     """Append one record and fsync it: nothing finished is lost on a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(trajectory.to_dict(), ensure_ascii=False) + "\n"
+    line = _line(trajectory)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
@@ -30,7 +34,7 @@ def write_trajectories(path: Path, trajectories: Iterable[Trajectory]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for t in trajectories:
-            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+            f.write(_line(t))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
