@@ -88,6 +88,10 @@ RL_STAGE = Stage(iterations=1, max_turns=AGENT.max_turns, context_length=AGENT.c
                  problems_per_iteration=2, batch_size=8, clip=(0.2, 0.3))
 RL_STAGES = (RL_STAGE,) * 3
 RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 2 problems when the first has too few mixed groups
+# Each draw takes the problems drawn least so far. Until 2026-11-28 draws were independent ("random"): seed 0's
+# 3 iterations trained on 3 distinct problems of 19 (one of them in every iteration), seed 1's on 5, and a
+# group's successes were mostly one trajectory repeated (rl_direction.json): RL sharpened a few solutions.
+RL_PROBLEM_ORDER = "least_drawn"
 # RFT's step size. On funcy (12% resolved at first, so few and negative-heavy groups) one update at 5e-5
 # moved the policy far (approx KL 0.07, sample entropy 0.18 -> 0.03) and it degenerated. On this pool an
 # update moves it ~0.003: lr 3e-5 left held-out pass@1 where RFT had it (learning_proof_lr3e-5_rl.json).
@@ -227,6 +231,7 @@ def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stages: tu
     from swe_rl.training.checkpoint import latest_checkpoint
 
     cfg = RLConfig(model=str(model), tasks=str(tasks_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=stages, max_draws=max_draws, seed=seed,
+                   problem_order=RL_PROBLEM_ORDER,
                    lr=lr, reward=reward, loss_agg=RL_LOSS_AGG, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
                    window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns - 1,
                    measure_logprob_gap=False,  # 0.0 in every run: the sampler is the trainer's own float32 model
@@ -392,7 +397,7 @@ def _knobs() -> dict:
     return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
             "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
             "rl_sources": RL_SOURCES, "rl_samples": RL_SAMPLES, "rl_stages": [to_dict(s) for s in RL_STAGES],
-            "rl_max_draws": RL_MAX_DRAWS, "rl_lr": RL_LR, "rl_reward": RL_REWARD, "rl_loss_agg": RL_LOSS_AGG, "eval_runs": EVAL_RUNS}
+            "rl_max_draws": RL_MAX_DRAWS, "rl_problem_order": RL_PROBLEM_ORDER, "rl_lr": RL_LR, "rl_reward": RL_REWARD, "rl_loss_agg": RL_LOSS_AGG, "eval_runs": EVAL_RUNS}
 
 
 def _verdict(results: dict) -> dict:

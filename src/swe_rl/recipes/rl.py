@@ -6,7 +6,8 @@ samples, keep turn-limit ones -> one pass in K optimizer steps (training.rl_step
 to the policy (version + 1) -> atomic checkpoint (training.checkpoint) + metrics. Between stages
 the pool is re-filtered from the recorded solve rates. `--resume` continues the last checkpoint and
 ends with the same weights as an uninterrupted run: problem choice, sampling seeds and update order
-are functions of (seed, iteration), and a killed iteration's unfinished rollouts are redone.
+are functions of (seed, iteration) and the checkpointed solve counts, and a killed iteration's
+unfinished rollouts are redone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from swe_rl.policy.vllm import VLLMConfig
 from swe_rl.training.distributed import DataParallel, full_state_dict
 from swe_rl.training.rl_step import LOSS_AGGS
 from swe_rl.types import Trajectory
+
+PROBLEM_ORDERS = ("least_drawn", "random")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class RLConfig:
     # DAPO's dynamic sampling: draw up to this many sets of problems_per_iteration problems in an iteration,
     # until that many groups have mixed rewards (groups of one reward train nothing); 1 = one draw (the paper)
     max_draws: int = 1
+    # Which problems a draw takes. "least_drawn": the ones with the fewest episodes so far, ties in a seeded
+    # random order, so the iterations cover the pool before any problem comes back (a data loader's epoch);
+    # "random": each draw independent of earlier iterations (until 2026-11-28), which on a pool of 19 trained
+    # one problem in all 3 iterations of a run and 3 distinct problems in all (learning_proof.json).
+    problem_order: str = "least_drawn"
     # optimizer (step 7): AdamW, constant lr
     loss: str = "dapo"
     # "token": a mean over the step's action tokens (the paper); "sequence": each trajectory's token mean,
@@ -127,6 +135,8 @@ class RLConfig:
     def __post_init__(self) -> None:
         if self.max_draws < 1:
             raise ValueError(f"max_draws must be >= 1, got {self.max_draws}")
+        if self.problem_order not in PROBLEM_ORDERS:
+            raise ValueError(f"problem_order must be one of {PROBLEM_ORDERS}, got {self.problem_order!r}")
         if self.loss_agg not in LOSS_AGGS:
             raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {self.loss_agg!r}")
         if self.samples < 2:
@@ -151,10 +161,18 @@ class RLConfig:
 # ---------------------------------------------------------------- pure pieces of the algorithm box
 
 
-def pick_problems(pool: Sequence[str], n: int, seed: int, iteration: int, draw: int = 0) -> list[str]:
-    """n problems of the pool for this iteration's draw: a function of (seed, iteration, draw) so a resume picks the same."""
+def pick_problems(pool: Sequence[str], n: int, seed: int, iteration: int, draw: int = 0,
+                  attempts: dict[str, list[int]] | None = None) -> list[str]:
+    """n problems of the pool for this iteration's draw: a function of (seed, iteration, draw) so a resume picks the same.
+
+    With `attempts` (the recorded solves, [resolved, attempts] per problem): the n least-attempted problems,
+    ties in that same seeded order ("least_drawn"); without: a seeded sample ("random").
+    """
     rng = random.Random(f"{seed}:{iteration}" if draw == 0 else f"{seed}:{iteration}:{draw}")
-    return sorted(rng.sample(list(pool), min(n, len(pool))))
+    if attempts is None:
+        return sorted(rng.sample(list(pool), min(n, len(pool))))
+    shuffled = rng.sample(list(pool), len(pool))
+    return sorted(sorted(shuffled, key=lambda iid: attempts.get(iid, [0, 0])[1])[:n])  # a stable sort keeps the ties shuffled
 
 
 def score(trajs: Sequence[Trajectory], cfg: RLConfig, stage: Stage) -> None:
@@ -408,7 +426,8 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
     drawn: set[str] = set()
     dropped, generation_s = 0, 0.0
     for draw in range(cfg.max_draws):
-        ids = pick_problems([i for i in state["pool"] if i not in drawn], stage.problems_per_iteration, cfg.seed, it, draw)
+        attempts = state["solves"] if cfg.problem_order == "least_drawn" else None
+        ids = pick_problems([i for i in state["pool"] if i not in drawn], stage.problems_per_iteration, cfg.seed, it, draw, attempts)
         if not ids:  # the pool is used up
             break
         drawn.update(ids)
