@@ -86,7 +86,10 @@ RL_SAMPLES = 8  # G
 # mixed groups (2, 4 and 4 problems drawn), no more than before: the re-filter sees only the drawn problems.
 RL_STAGE = Stage(iterations=1, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
                  problems_per_iteration=2, batch_size=8, clip=(0.2, 0.3))
-RL_STAGES = (RL_STAGE,) * 3
+# 5 stages (3 until 2026-11-28): with the problems drawn least-first, 3 iterations trained 5 of the 19 problems
+# (40 trajectories) and the pool had 11 problems never drawn; 2 more iterations draw up to 8 of them, within
+# the 90-minute budget (an iteration is ~300-420 s).
+RL_STAGES = (RL_STAGE,) * 5
 RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 2 problems when the first has too few mixed groups
 # Each draw takes the problems drawn least so far. Until 2026-11-28 draws were independent ("random"): seed 0's
 # 3 iterations trained on 3 distinct problems of 19 (one of them in every iteration), seed 1's on 5, and a
