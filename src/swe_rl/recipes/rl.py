@@ -83,8 +83,8 @@ class RLConfig:
     max_draws: int = 1
     # Which problems a draw takes. "least_drawn": the ones with the fewest episodes so far, ties in a seeded
     # random order, so the iterations cover the pool before any problem comes back (a data loader's epoch);
-    # "random": each draw independent of earlier iterations (until 2026-11-28), which on a pool of 19 trained
-    # one problem in all 3 iterations of a run and 3 distinct problems in all (learning_proof.json).
+    # "random": each draw independent of earlier iterations (the default until 2026-11-27), which on a pool of
+    # 19 trained one problem in all 3 iterations of a run, 3 distinct ones in all (the learning proof's RL).
     problem_order: str = "least_drawn"
     # optimizer (step 7): AdamW, constant lr
     loss: str = "dapo"
