@@ -93,7 +93,7 @@ RL_STAGES = (RL_STAGE,) * 5
 RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 2 problems when the first has too few mixed groups
 # Each draw takes the problems drawn least so far. Until 2026-11-27, 15:00 UTC, draws were independent ("random"): seed 0's
 # 3 iterations trained on 3 distinct problems of 19 (one of them in every iteration), seed 1's on 5, and a
-# group's successes were mostly one trajectory repeated (rl_direction.json): RL sharpened a few solutions.
+# group's successes were mostly one trajectory repeated (rl_direction_2026-11-27_random_draws.json).
 # Least-first, the same 3 iterations trained on 5 distinct problems (held-out 28.0% ± 3.9%, random 30.7%).
 RL_PROBLEM_ORDER = "least_drawn"
 # RFT's step size. On funcy (12% resolved at first, so few and negative-heavy groups) one update at 5e-5

@@ -79,19 +79,19 @@ def test_mixed_groups_and_later_draws():
 
 def test_least_drawn_problems_cover_the_pool_before_one_comes_back():
     pool = [f"t{i}" for i in range(7)]
-    attempts: dict[str, list[int]] = {}
+    solves: dict[str, list[int]] = {}
     seen = []
     for it in range(3):  # 3 iterations of 2 problems: 6 distinct problems of 7
-        ids = pick_problems(pool, 2, seed=0, iteration=it, attempts=attempts)
-        assert ids == pick_problems(pool, 2, seed=0, iteration=it, attempts=attempts)  # a resume picks the same
+        ids = pick_problems(pool, 2, seed=0, iteration=it, solves=solves)
+        assert ids == pick_problems(pool, 2, seed=0, iteration=it, solves=solves)  # a resume picks the same
         seen += ids
         for iid in ids:
-            attempts.setdefault(iid, [0, 0])[1] += 8
+            solves.setdefault(iid, [0, 0])[1] += 8
     assert len(set(seen)) == 6
     (last,) = set(pool) - set(seen)
-    assert last in pick_problems(pool, 2, seed=0, iteration=3, attempts=attempts)  # the one left comes first
-    # with no attempts recorded, ties are the seeded shuffle: another seed, another first pick (for some seed)
-    assert len({tuple(pick_problems(pool, 2, seed=s, iteration=0, attempts={})) for s in range(5)}) > 1
+    assert last in pick_problems(pool, 2, seed=0, iteration=3, solves=solves)  # the one left comes first
+    # with no episodes recorded, ties are the seeded shuffle: another seed, another first pick (for some seed)
+    assert len({tuple(pick_problems(pool, 2, seed=s, iteration=0, solves={})) for s in range(5)}) > 1
 
 
 def test_problem_order_is_checked():

@@ -162,17 +162,17 @@ class RLConfig:
 
 
 def pick_problems(pool: Sequence[str], n: int, seed: int, iteration: int, draw: int = 0,
-                  attempts: dict[str, list[int]] | None = None) -> list[str]:
+                  solves: dict[str, list[int]] | None = None) -> list[str]:
     """n problems of the pool for this iteration's draw: a function of (seed, iteration, draw) so a resume picks the same.
 
-    With `attempts` (the recorded solves, [resolved, attempts] per problem): the n least-attempted problems,
+    With `solves` (record_solves' [resolved, attempts] per problem): the n problems with the fewest attempts,
     ties in that same seeded order ("least_drawn"); without: a seeded sample ("random").
     """
     rng = random.Random(f"{seed}:{iteration}" if draw == 0 else f"{seed}:{iteration}:{draw}")
-    if attempts is None:
+    if solves is None:
         return sorted(rng.sample(list(pool), min(n, len(pool))))
     shuffled = rng.sample(list(pool), len(pool))
-    return sorted(sorted(shuffled, key=lambda iid: attempts.get(iid, [0, 0])[1])[:n])  # a stable sort keeps the ties shuffled
+    return sorted(sorted(shuffled, key=lambda iid: solves.get(iid, [0, 0])[1])[:n])  # a stable sort keeps the ties shuffled
 
 
 def score(trajs: Sequence[Trajectory], cfg: RLConfig, stage: Stage) -> None:
@@ -425,9 +425,9 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
     trajs: list[Trajectory] = []
     drawn: set[str] = set()
     dropped, generation_s = 0, 0.0
+    solves = state["solves"] if cfg.problem_order == "least_drawn" else None  # this iteration's episodes are added after its draws
     for draw in range(cfg.max_draws):
-        attempts = state["solves"] if cfg.problem_order == "least_drawn" else None
-        ids = pick_problems([i for i in state["pool"] if i not in drawn], stage.problems_per_iteration, cfg.seed, it, draw, attempts)
+        ids = pick_problems([i for i in state["pool"] if i not in drawn], stage.problems_per_iteration, cfg.seed, it, draw, solves)
         if not ids:  # the pool is used up
             break
         drawn.update(ids)
