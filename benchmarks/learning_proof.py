@@ -246,7 +246,11 @@ def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stages: tu
     return ckpt
 
 
-def evaluate(out: Path, name: str, model: Path, tasks_file: Path, runs: int = EVAL_RUNS, agent: AgentConfig = AGENT) -> dict:
+EVAL_SEED = 1234  # the sampling seed of every evaluation (the same streams for every model)
+
+
+def evaluate(out: Path, name: str, model: Path, tasks_file: Path, runs: int = EVAL_RUNS, agent: AgentConfig = AGENT,
+             seed: int = EVAL_SEED) -> dict:
     """`runs` samples of every task at the training temperature -> pass@1 +- SEM, format-error rate."""
     from swe_rl.policy.hf import HFPolicy
     from swe_rl.recipes.evaluate import evaluate as run_eval
@@ -254,7 +258,7 @@ def evaluate(out: Path, name: str, model: Path, tasks_file: Path, runs: int = EV
 
     tasks = load_tasks(tasks_file)
     run = run_eval(tasks, HFPolicy(model, device="cpu", name=name), agent, out / f"eval_{name}_{len(tasks)}x{runs}", runs=runs,
-                   resume=True, batch=BATCH, seed=1234, quiet=True)
+                   resume=True, batch=BATCH, seed=seed, quiet=True)
     m = run.metrics
     return {"model": str(model), "tasks": len(tasks), "runs": runs, "pass_at_1": m["pass_at_1"],
             "format_error_rate": m.get("format_error_rate"), "exit_reasons": m.get("exit_reasons"),

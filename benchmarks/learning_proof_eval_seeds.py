@@ -1,0 +1,50 @@
+"""The learning proof's held-out evaluations again with other sampling seeds: how much of a score is the evaluation's noise.
+
+    nice -n 2 .venv/bin/python benchmarks/learning_proof_eval_seeds.py [--stages rft rl] [--seeds 1 2]   # after learning_proof.py
+
+The proof evaluates every model once, 5 runs of each held-out task sampled with one seed, and its SEM is
+the spread of those 5 runs. Evaluating the same model again with another seed is a replicate of the
+measurement (no model is trained and no knob changes): the spread of a model's scores over seeds says
+how far one evaluation can land from another. Writes benchmarks/results/learning_proof_eval_seeds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import learning_proof as lp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stages", nargs="+", choices=("warm", "rft", "rl"), default=["rft", "rl"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    out = lp.ROOT / "runs" / "learning_proof"
+    proof = json.loads((lp.ROOT / "benchmarks" / "results" / "learning_proof.json").read_text())
+    proof_names = {"warm": "base", "rft": "rft", "rl": "rl"}  # the proof's name for each stage's evaluation
+    results_file = lp.ROOT / "benchmarks" / "results" / "learning_proof_eval_seeds.json"
+    record = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for stage in args.stages:
+        model, first = lp.stage_model(out, stage), proof[proof_names[stage]]
+        if first["model"] != str(model):
+            raise SystemExit(f"benchmarks/results/learning_proof.json is not the record of the proof in {out}: run the proof first")
+        runs = record.setdefault(stage, {f"seed{lp.EVAL_SEED}": first["pass_at_1"]})
+        for seed in args.seeds:
+            t0 = time.monotonic()
+            result = lp.evaluate(out, f"{proof_names[stage]}_seed{seed}", model, out / "tasks" / "heldout.jsonl", seed=seed)
+            runs[f"seed{seed}"] = result["pass_at_1"] | {"tasks_by_resolved_runs": result["tasks_by_resolved_runs"],
+                                                         "exit_reasons": result["exit_reasons"], "eval_s": round(time.monotonic() - t0, 1)}
+            results_file.write_text(json.dumps(record, indent=1) + "\n")  # kept after each evaluation
+        means = [r["mean"] for key, r in runs.items() if key.startswith("seed")]
+        runs["over_seeds"] = {"means": means, "mean": statistics.mean(means),
+                              "sem": statistics.stdev(means) / len(means) ** 0.5 if len(means) > 1 else None}
+    results_file.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({stage: r["over_seeds"] for stage, r in record.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
