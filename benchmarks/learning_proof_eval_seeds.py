@@ -5,7 +5,8 @@
 The proof evaluates every model once, 5 runs of each held-out task sampled with one seed, and its SEM is
 the spread of those 5 runs. Evaluating the same model again with another seed is a replicate of the
 measurement (no model is trained and no knob changes): the spread of a model's scores over seeds says
-how far one evaluation can land from another. Writes benchmarks/results/learning_proof_eval_seeds.json.
+how far one evaluation can land from another. Writes benchmarks/results/learning_proof_eval_seeds.json
+after each evaluation; a seed already in it is not evaluated again.
 """
 
 from __future__ import annotations
@@ -32,18 +33,22 @@ def main() -> None:
         model, first = lp.stage_model(out, stage), proof[proof_names[stage]]
         if first["model"] != str(model):
             raise SystemExit(f"benchmarks/results/learning_proof.json is not the record of the proof in {out}: run the proof first")
-        runs = record.setdefault(stage, {f"seed{lp.EVAL_SEED}": first["pass_at_1"]})
-        for seed in args.seeds:
+        runs = record.setdefault(stage, {f"seed{lp.EVAL_SEED}": summary(first)})
+        for seed in [seed for seed in args.seeds if f"seed{seed}" not in runs]:  # the record keeps what was measured
             t0 = time.monotonic()
-            result = lp.evaluate(out, f"{proof_names[stage]}_seed{seed}", model, out / "tasks" / "heldout.jsonl", seed=seed)
-            runs[f"seed{seed}"] = result["pass_at_1"] | {"tasks_by_resolved_runs": result["tasks_by_resolved_runs"],
-                                                         "exit_reasons": result["exit_reasons"], "eval_s": round(time.monotonic() - t0, 1)}
+            # "evalseed": learning_proof_rl_seeds.py's evaluations are named rl_seed<N> (its RL seeds)
+            result = lp.evaluate(out, f"{proof_names[stage]}_evalseed{seed}", model, out / "tasks" / "heldout.jsonl", seed=seed)
+            runs[f"seed{seed}"] = summary(result) | {"eval_s": round(time.monotonic() - t0, 1)}
             results_file.write_text(json.dumps(record, indent=1) + "\n")  # kept after each evaluation
         means = [r["mean"] for key, r in runs.items() if key.startswith("seed")]
         runs["over_seeds"] = {"means": means, "mean": statistics.mean(means),
                               "sem": statistics.stdev(means) / len(means) ** 0.5 if len(means) > 1 else None}
     results_file.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({stage: r["over_seeds"] for stage, r in record.items()}, indent=1))
+
+
+def summary(evaluation: dict) -> dict:
+    return evaluation["pass_at_1"] | {key: evaluation[key] for key in ("tasks_by_resolved_runs", "exit_reasons")}
 
 
 if __name__ == "__main__":

@@ -74,6 +74,21 @@ def test_gold_replay_resolves_every_episode_and_writes_each_once(bundled_tasks, 
         run(tasks, gold_policy(tokenizer, tasks), out, RolloutConfig(samples=2))
 
 
+def test_resume_refuses_episodes_of_another_model_or_seed(bundled_tasks, tokenizer, tmp_path):
+    tasks = bundled_tasks[:1]
+    out = tmp_path / "traj.jsonl"
+    run(tasks, gold_policy(tokenizer, tasks), out, RolloutConfig(samples=1, seed=7))
+    other_model = gold_policy(tokenizer, tasks)
+    other_model.name = "another-model"
+    for policy, cfg, what in ((gold_policy(tokenizer, tasks), RolloutConfig(samples=2, seed=8), "seed 7"),
+                              (other_model, RolloutConfig(samples=2, seed=7), "'scripted'")):
+        with pytest.raises(FileExistsError, match=what):
+            run(tasks, policy, out, cfg, resume=True)
+    assert len(read_trajectories(out)) == 1  # nothing appended by the refused runs
+    result = run(tasks, gold_policy(tokenizer, tasks), out, RolloutConfig(samples=2, seed=7), resume=True)
+    assert sorted(t.sample_index for t in result.trajectories) == [0, 1]
+
+
 def test_a_sandbox_that_dies_is_retried_then_its_group_dropped(bundled_tasks, tokenizer, tmp_path):
     doomed, healthy = bundled_tasks[0], bundled_tasks[4]
     sandboxes = {}

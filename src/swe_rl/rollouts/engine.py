@@ -77,6 +77,13 @@ def is_infra_failure(t: Trajectory) -> bool:
     return t.exit_reason == "sandbox_error" or (t.grade is not None and t.grade.status == "error")
 
 
+def _check_same_run(out: Path, t: Trajectory, model: str, seed: int) -> None:
+    """A resume continues the run that wrote `out`: episodes of another model or seed would be counted as this one's."""
+    if (t.model and t.model != model) or (t.seed is not None and t.seed != seed):
+        raise FileExistsError(f"{out} holds episodes of {t.model!r} sampled with seed {t.seed}, not of {model!r} with "
+                              f"seed {seed}: resume only the run that wrote it, or choose another path")
+
+
 def step_seed(seed: int, step: int) -> int:
     digest = hashlib.sha256(f"{seed}:{step}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
@@ -123,6 +130,7 @@ def collect(
             raise FileExistsError(f"{out} exists: pass resume=True (--resume) to continue it, or choose another path")
         repair_torn_tail(out)
         for t in iter_trajectories(out):
+            _check_same_run(out, t, policy.name, cfg.seed)
             result.trajectories.append(t)
             done.add((t.instance_id, t.sample_index))
             if is_infra_failure(t):

@@ -74,7 +74,7 @@ def write_tasks(tasks: list[Task], path: Path) -> None:
         for t in tasks:
             record = task_to_record(t)
             url = record.get("repo_url", "")
-            if url.startswith("/") and Path(url).is_relative_to(base):
+            if Path(url).is_absolute() and Path(url).is_relative_to(base):
                 record["repo_url"] = str(Path(url).relative_to(base))
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
