@@ -18,6 +18,8 @@ import time
 
 import learning_proof as lp
 
+from swe_rl.tasks.loaders import load_tasks
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,6 +31,8 @@ def main() -> None:
     proof_names = {"warm": "base", "rft": "rft", "rl": "rl"}  # the proof's name for each stage's evaluation
     results_file = lp.ROOT / "benchmarks" / "results" / "learning_proof_eval_seeds.json"
     record = json.loads(results_file.read_text()) if results_file.exists() else {}
+    held_file = out / "tasks" / "heldout.jsonl"
+    held = load_tasks(held_file)
     for stage in args.stages:
         model, first = lp.stage_model(out, stage), proof[proof_names[stage]]
         if first["model"] != str(model):
@@ -36,15 +40,36 @@ def main() -> None:
         runs = record.setdefault(stage, {f"seed{lp.EVAL_SEED}": summary(first)})
         for seed in [seed for seed in args.seeds if f"seed{seed}" not in runs]:  # the record keeps what was measured
             t0 = time.monotonic()
-            # "evalseed": learning_proof_rl_seeds.py's evaluations are named rl_seed<N> (its RL seeds)
-            result = lp.evaluate(out, f"{proof_names[stage]}_evalseed{seed}", model, out / "tasks" / "heldout.jsonl", seed=seed)
+            result = lp.evaluate(out, eval_name(proof_names[stage], seed), model, held_file, seed=seed)
             runs[f"seed{seed}"] = summary(result) | {"eval_s": round(time.monotonic() - t0, 1)}
             results_file.write_text(json.dumps(record, indent=1) + "\n")  # kept after each evaluation
-        means = [r["mean"] for key, r in runs.items() if key.startswith("seed")]
-        runs["over_seeds"] = {"means": means, "mean": statistics.mean(means),
-                              "sem": statistics.stdev(means) / len(means) ** 0.5 if len(means) > 1 else None}
+        seeds = [int(key[4:]) for key in runs if key.startswith("seed")]
+        means = [runs[f"seed{seed}"]["mean"] for seed in seeds]
+        # Every run of every seed as one evaluation (5 runs a seed): pass@1 +- SEM over all of them.
+        rates = [rate for seed in seeds for rate in run_pass_rates(out / eval_dir(proof_names[stage], seed, len(held)))]
+        runs["over_seeds"] = {"means": means, "pooled_runs": len(rates), "pass_at_1": statistics.mean(rates),
+                              "sem": statistics.stdev(rates) / len(rates) ** 0.5}
     results_file.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({stage: r["over_seeds"] for stage, r in record.items()}, indent=1))
+
+
+def eval_name(proof_name: str, seed: int) -> str:
+    # "evalseed": learning_proof_rl_seeds.py's evaluations are named rl_seed<N> (its RL seeds)
+    return proof_name if seed == lp.EVAL_SEED else f"{proof_name}_evalseed{seed}"
+
+
+def eval_dir(proof_name: str, seed: int, tasks: int) -> str:
+    return f"eval_{eval_name(proof_name, seed)}_{tasks}x{lp.EVAL_RUNS}"  # as learning_proof.evaluate names it
+
+
+def run_pass_rates(directory) -> list[float]:
+    """Each run's resolved fraction of the held-out tasks (run = sample index)."""
+    from swe_rl.rollouts.store import iter_trajectories
+
+    by_run: dict[int, list[bool]] = {}
+    for t in iter_trajectories(directory / "trajectories.jsonl"):
+        by_run.setdefault(t.sample_index, []).append(bool(t.grade and t.grade.resolved))
+    return [sum(r) / len(r) for _, r in sorted(by_run.items())]
 
 
 def summary(evaluation: dict) -> dict:
