@@ -16,7 +16,7 @@ stronger pretrained prior); then the paper's RFT (the model's own resolved sampl
 training tasks, and DAPO RL (with dynamic sampling) on training-side tasks synthesized after those:
 the same distribution, tasks neither earlier stage has fit. Knobs are chosen from training-task
 numbers (`--calibrate`, RL's training-side metrics); the held-out set is only evaluated, though RL has
-been evaluated there eighteen times in thirteen configurations, each chosen after the previous result (README). Every
+been evaluated there twenty times in thirteen configurations, each chosen after the previous result (README). Every
 step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
