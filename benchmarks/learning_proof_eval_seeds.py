@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import learning_proof as lp
 
@@ -62,7 +63,7 @@ def eval_dir(proof_name: str, seed: int, tasks: int) -> str:
     return f"eval_{eval_name(proof_name, seed)}_{tasks}x{lp.EVAL_RUNS}"  # as learning_proof.evaluate names it
 
 
-def run_pass_rates(directory) -> list[float]:
+def run_pass_rates(directory: Path) -> list[float]:
     """Each run's resolved fraction of the held-out tasks (run = sample index)."""
     from swe_rl.rollouts.store import iter_trajectories
 
