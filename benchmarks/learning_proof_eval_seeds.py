@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import learning_proof as lp
 
+from swe_rl.evaluation.metrics import pass_at_1_over_runs
 from swe_rl.tasks.loaders import load_tasks
 
 
@@ -47,9 +47,12 @@ def main() -> None:
         seeds = [int(key[4:]) for key in runs if key.startswith("seed")]
         means = [runs[f"seed{seed}"]["mean"] for seed in seeds]
         # Every run of every seed as one evaluation (5 runs a seed): pass@1 +- SEM over all of them.
-        rates = [rate for seed in seeds for rate in run_pass_rates(out / eval_dir(proof_names[stage], seed, len(held)))]
-        runs["over_seeds"] = {"means": means, "pooled_runs": len(rates), "pass_at_1": statistics.mean(rates),
-                              "sem": statistics.stdev(rates) / len(rates) ** 0.5}
+        resolved: dict[str, list[bool]] = {}
+        for seed in seeds:
+            for task, by_run in resolved_runs(out / eval_dir(proof_names[stage], seed, len(held))).items():
+                resolved.setdefault(task, []).extend(by_run)
+        mean, sem = pass_at_1_over_runs(resolved)
+        runs["over_seeds"] = {"means": means, "pooled_runs": len(next(iter(resolved.values()))), "pass_at_1": mean, "sem": sem}
     results_file.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({stage: r["over_seeds"] for stage, r in record.items()}, indent=1))
 
@@ -63,14 +66,13 @@ def eval_dir(proof_name: str, seed: int, tasks: int) -> str:
     return f"eval_{eval_name(proof_name, seed)}_{tasks}x{lp.EVAL_RUNS}"  # as learning_proof.evaluate names it
 
 
-def run_pass_rates(directory: Path) -> list[float]:
-    """Each run's resolved fraction of the held-out tasks (run = sample index)."""
-    from swe_rl.rollouts.store import iter_trajectories
+def resolved_runs(directory: Path) -> dict[str, list[bool]]:
+    """`{task: [resolved in run r]}` of one evaluation, scored as its report scores it (dropped tasks left out)."""
+    from swe_rl.evaluation.report import resolved_by_task, scored_trajectories
+    from swe_rl.rollouts.store import read_trajectories
 
-    by_run: dict[int, list[bool]] = {}
-    for t in iter_trajectories(directory / "trajectories.jsonl"):
-        by_run.setdefault(t.sample_index, []).append(bool(t.grade and t.grade.resolved))
-    return [sum(r) / len(r) for _, r in sorted(by_run.items())]
+    scored, _ = scored_trajectories(read_trajectories(directory / "trajectories.jsonl"))
+    return resolved_by_task(scored)[0]
 
 
 def summary(evaluation: dict) -> dict:
