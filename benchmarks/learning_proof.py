@@ -11,8 +11,8 @@ The task family: negated conditions (`if c:` became `if not c:` / `if not (c):`)
 searches the definition, opens it, searches the wrong line to read its number, edits, submits), split
 so that held-out tasks mutate functions no training task mutates. An easier family than "any bug":
 the fix is visible in the code a solver opens, which a 135M model can learn to see. The warm start
-is behaviour cloning on `scripted:explore` replays of a few TRAINING tasks (a stand-in for a
-stronger pretrained prior); then the paper's RFT (the model's own resolved samples) on the other
+is behaviour cloning on `scripted:explore-recover` replays of a few TRAINING tasks (half of them
+with a refused edit written again; a stand-in for a stronger pretrained prior); then the paper's RFT (the model's own resolved samples) on the other
 training tasks, and DAPO RL (with dynamic sampling) on training-side tasks synthesized after those:
 the same distribution, tasks neither earlier stage has fit. Knobs are chosen from training-task
 numbers (`--calibrate`, RL's training-side metrics); the held-out set is only evaluated, though RL has
@@ -58,6 +58,13 @@ AGENT = AgentConfig(max_turns=8, context_length=2560, max_new_tokens=96, window=
 MODEL = "smollm2-135m"
 # ---- warm start: behaviour cloning on scripted:explore replays of training tasks ----------------
 WARM_DEMOS = 24
+# scripted:explore-recover (scripted:explore until 2026-11-27, 21:00 UTC): on every second demonstration the first
+# edit is mis-indented, the tools refuse it, and the fix is written again; the refused turn is masked (kept as
+# context, not imitated). Why: cloned from scripted:explore alone, which never sees a refusal, the models
+# submitted the unchanged file after a refused edit. Training side (runs/learning_proof, the RFT samples and
+# every RL draw of the 2026-11-27 runs): 82 of 560 episodes had a refused edit, and the next action was
+# `submit` in 81 of them, so each of those episodes was lost.
+WARM_POLICY = "scripted:explore-recover"
 # 1 epoch (2 until 2026-11-27): the 2-epoch model explored too little for RFT and RL to choose between its
 # samples. Training side, 8 turns: RFT's samples of it mixed results on 7 of 24 tasks (G = 2), the RFT
 # model's RL groups were uniform in 3 of 4 problems drawn after the first, and its sampled action tokens
@@ -212,8 +219,9 @@ def _interleave(tasks: list) -> list:
 def warm_start(out: Path, train_file: Path) -> Path:
     from swe_rl.recipes.rft import run_rft
 
-    cfg = RFTConfig(run_dir=str(out / "warm"), model=MODEL, collect_model="scripted:explore", tasks=str(train_file),
-                    demonstration_task="", limit=WARM_DEMOS, samples=1, batch=BATCH, agent=AGENT, sft=WARM_SFT)
+    cfg = RFTConfig(run_dir=str(out / "warm"), model=MODEL, collect_model=WARM_POLICY, tasks=str(train_file),
+                    demonstration_task="", limit=WARM_DEMOS, samples=1, batch=BATCH, agent=AGENT, sft=WARM_SFT,
+                    mask_rejected_edits=True)
     return Path(run_rft(cfg)["model"])
 
 
@@ -224,7 +232,8 @@ def rft(out: Path, train_file: Path, model: Path) -> Path:
 
     ids = tuple(t.instance_id for t in load_tasks(train_file)[WARM_DEMOS: WARM_DEMOS + RFT_TASKS])
     cfg = RFTConfig(run_dir=str(out / "rft"), model=str(model), collect_model="", tasks=str(train_file), instances=ids,
-                    demonstration_task="", samples=RFT_SAMPLES, batch=BATCH, agent=AGENT, sft=RFT_SFT)
+                    demonstration_task="", samples=RFT_SAMPLES, batch=BATCH, agent=AGENT, sft=RFT_SFT,
+                    mask_rejected_edits=True)  # a kept sample's refused edits are not imitated, as in the warm start
     return Path(run_rft(cfg)["model"])
 
 
@@ -403,7 +412,7 @@ def _knobs() -> dict:
     from swe_rl.config import to_dict
 
     return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
-            "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
+            "warm_policy": WARM_POLICY, "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
             "rl_sources": RL_SOURCES, "rl_samples": RL_SAMPLES, "rl_stages": [to_dict(s) for s in RL_STAGES],
             "rl_max_draws": RL_MAX_DRAWS, "rl_problem_order": RL_PROBLEM_ORDER, "rl_lr": RL_LR, "rl_reward": RL_REWARD, "rl_loss_agg": RL_LOSS_AGG, "eval_runs": EVAL_RUNS}
 
@@ -422,7 +431,7 @@ def _verdict(results: dict) -> dict:
 
 def table(results: dict) -> str:
     rows = ["| model | held-out pass@1 (mean ± SEM) | format-error rate | mean turns |", "|---|---|---|---|"]
-    for name, label in (("base", "warm start (BC on scripted:explore)"), ("rft", "+ RFT"), ("rl", "+ RL (DAPO)")):
+    for name, label in (("base", f"warm start (BC on {WARM_POLICY})"), ("rft", "+ RFT"), ("rl", "+ RL (DAPO)")):
         if name in results:
             r = results[name]
             p = r["pass_at_1"]

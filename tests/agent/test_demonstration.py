@@ -15,10 +15,12 @@ from swe_rl.agent.demonstration import (
     hunk_edit,
     never_submit_actions,
     parse_patch,
+    refused_lines,
     render_demonstration,
     shell_quote,
     synthesized_function,
 )
+from swe_rl.agent.observation import REJECTED_EDIT
 from swe_rl.agent.parser import parse_action
 from swe_rl.paths import TOOLS_DIR
 from swe_rl.types import Task
@@ -140,6 +142,50 @@ def test_explore_actions_search_open_edit_submit(tmp_path):
     assert commands == ['search_file "def is_even(" .', "open m.txt 25", 'search_file "line 30"',
                         "edit 30:30 << 'EOF'\nline 30 fixed\nEOF", "submit"]
     assert synthesized_function(task) == "is_even"
+
+
+FUNCTION = "def keep(d):\n    out = {}\n    for k in d:\n        if not k:\n            out[k] = 1\n    return out\n"
+
+
+@pytest.mark.parametrize("path, source, fix, refused", [
+    ("a.py", FUNCTION, "        if k:", ["    if k:"]),  # 4 spaces less: the for loop loses its body
+    ("a.py", "def f():\n    x = 1\n    y = not x\n", "    y = x", ["        y = x"]),  # 4 less compiles (after f): 4 more
+    ("a.py", "y = not x\n", "y = x", ["    y = x"]),  # no indentation to take away: 4 more
+    ("a.py", "x = f(a,\n      not b)\n", "      b)", None),  # inside brackets, indentation is free
+    ("a.txt", FUNCTION, "        if k:", None),  # the tools check only Python files
+])
+def test_refused_lines_are_lines_the_edit_tool_refuses(path, source, fix, refused):
+    line = next(i for i, text in enumerate(source.splitlines(), 1) if "not" in text)
+    assert refused_lines(source, path, line, line, [fix]) == refused
+
+
+def test_explore_actions_stumble_then_fix_again(tmp_path):
+    """With the real tools: the mis-indented edit is refused (file unchanged), the second one applies the fix."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "a.py").write_text(FUNCTION)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "b"], check=True)
+    base = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (repo / "a.py").write_text(FUNCTION.replace("if not k:", "if k:"))
+    patch = subprocess.run([*git, "diff"], check=True, capture_output=True, text=True).stdout
+    subprocess.run([*git, "checkout", "-q", "a.py"], check=True)
+    task = Task("o__r-2", "o/r", base, "`test_keep` fails: keep({1: 2})", patch=patch,
+                repo_url=str(repo), extra={"synthesis": {"function": "keep"}})
+    plain = explore_actions(task, [("a.py", 1)], window=20)
+    actions = explore_actions(task, [("a.py", 1)], window=20, stumble=True)
+    commands = [parse_action(a).command for a in actions]
+    assert commands == [parse_action(a).command for a in plain[:3]] + [
+        "edit 4:4 << 'EOF'\n    if k:\nEOF", "edit 4:4 << 'EOF'\n        if k:\nEOF", "submit"]
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.py").write_text(FUNCTION)
+    env = {"PATH": f"{TOOLS_DIR}:/usr/bin:/bin", "SWE_RL_STATE": str(tmp_path / "state"), "PYTHONDONTWRITEBYTECODE": "1"}
+    outputs = [subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True).stdout
+               for command in commands[1:5]]
+    assert outputs[2].startswith(REJECTED_EDIT) and not outputs[3].startswith(REJECTED_EDIT)
+    assert (work / "a.py").read_text() == FUNCTION.replace("if not k:", "if k:")
 
 
 @pytest.mark.parametrize("text, word", [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from swe_rl.agent.observation import REJECTED_EDIT
 from swe_rl.agent.prompts import TOOL_NAMES
 from swe_rl.paths import TOOLS_DIR
 
@@ -112,10 +113,11 @@ def test_edit_refuses_a_python_syntax_error(sh):
     sh("open a.py")
     rc, out = sh("edit 2:2 << 'EOF'\n    return (x + 1\nEOF")
     assert rc == 1
-    assert "NOT applied" in out and "(line 2)" in out and "2:    return (x + 1" in out
+    assert out.startswith(REJECTED_EDIT)  # how training/sft_data.rejected_edit knows the turn
+    assert "(line 2)" in out and "2:    return (x + 1" in out
     assert (sh.dir / "a.py").read_text() == SOURCE
     rc, out = sh("edit 2:2 << 'EOF'\nreturn x\nEOF")  # bad indentation
-    assert rc == 1 and "IndentationError" in out or "SyntaxError" in out
+    assert rc == 1 and out.startswith(REJECTED_EDIT) and ("IndentationError" in out or "SyntaxError" in out)
     assert (sh.dir / "a.py").read_text() == SOURCE
 
 

@@ -1,4 +1,4 @@
-"""recipes/rollout.make_policy's `scripted:explore`: it resolves synthesized tasks with steps read off its context."""
+"""recipes/rollout.make_policy's `scripted:explore[-recover]`: it resolves synthesized tasks with steps read off its context."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import shlex
 
 import pytest
 
-from swe_rl.agent.demonstration import definition_hits, explore_plan, synthesized_function
+from swe_rl.agent.demonstration import base_file, definition_hits, explore_plan, hunk_edit, refused_lines, synthesized_function
 from swe_rl.agent.loop import AgentConfig
 from swe_rl.agent.parser import parse_action
 from swe_rl.recipes.rollout import make_policy, run_rollouts
 from swe_rl.rollouts.store import read_trajectories
 from swe_rl.tasks.loaders import load_tasks
+from swe_rl.training.sft_data import assistant_runs, rejected_edit, sft_loss_mask
 from tests.tasks.conftest import synth  # noqa: F401  (the session fixture: tasks synthesized from a tiny package)
 
 pytestmark = pytest.mark.slow  # synthesizes tasks (a venv and test-suite runs), then runs and grades episodes
@@ -52,6 +53,37 @@ def test_scripted_explore_resolves_the_family_from_its_context(synth, tmp_path):
             assert re.search(rf"^{start}:.*{re.escape(pattern)}", turns[2].observation, re.M)
             resolved_located += 1
     assert resolved_located, "the tiny package's mutations include replaced lines: the locate step must run"
+
+
+def test_scripted_explore_recover_stumbles_on_every_second_task_and_still_resolves(synth, tmp_path):  # noqa: F811
+    cfg = AgentConfig(max_turns=6, window=12, prompts_dir="configs/prompts_compact")
+    tasks = []
+    for t in load_tasks(synth["out"]):
+        try:
+            path, _, hunk = explore_plan(t, definition_hits(t, synthesized_function(t)), cfg.window)
+        except ValueError:
+            continue
+        start, end, new_lines = hunk_edit(hunk)
+        if all(t.problem_statement != kept.problem_statement for kept in tasks) and \
+                refused_lines(base_file(t, path), path, start, end, new_lines):
+            tasks.append(t)
+    assert len(tasks) >= 2, "the tiny package's fixes are indented lines: most can be mis-indented"
+    out = tmp_path / "traj.jsonl"
+    run = run_rollouts(tasks, make_policy("scripted:explore-recover", tasks, window=cfg.window), cfg, out, samples=1,
+                       cache=synth["cache"], quiet=True)
+    assert run.metrics["pass_at_1"]["mean"] == 1.0
+    order = {t.instance_id: i for i, t in enumerate(tasks)}
+    for traj in read_trajectories(out):
+        refused = [i for i, turn in enumerate(traj.turns) if rejected_edit(turn)]
+        if order[traj.instance_id] % 2 == 0:
+            assert refused == []
+            continue
+        commands = [parse_action(turn.response).command for turn in traj.turns]
+        (i,) = refused  # the stumble, then the same edit with the fix's indentation, then submit
+        assert commands[i].split()[:2] == commands[i + 1].split()[:2] and commands[i] != commands[i + 1]
+        assert commands[i + 2:] == ["submit"]
+        mask, runs = sft_loss_mask(traj, mask_rejected_edits=True), assistant_runs(traj.loss_mask)
+        assert [any(mask[a:b]) for a, b in runs] == [n != i for n in range(len(traj.turns))]
 
 
 def test_scripted_explore_refuses_a_task_it_cannot_solve_from_its_context(synth):  # noqa: F811

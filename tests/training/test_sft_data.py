@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from swe_rl.agent.observation import REJECTED_EDIT
 from swe_rl.agent.prompts import instance_prompt
 from swe_rl.training.sft_data import (
     SFTExample,
@@ -43,6 +44,15 @@ def test_format_error_turn_is_masked_at_exact_positions():
     assert ex.input_ids == tuple(IDS)  # kept as context
     assert [i for i, m in enumerate(ex.loss_mask) if m] == [4, 5, 6, 12, 13, 14]
     assert traj.loss_mask == MASK  # the trajectory itself is untouched
+
+
+def test_rejected_edit_turn_is_masked_only_when_asked():
+    refused = Turn(response="r", command="edit 3:3", observation=f"{REJECTED_EDIT} (the file is unchanged).\n...")
+    quoted = Turn(response="r", command="search_file x", observation=f"a.py:9: {REJECTED_EDIT}")  # not at the start
+    traj = _traj(IDS, MASK, [_turn(), refused, quoted])
+    assert sft_loss_mask(traj) == MASK
+    assert sft_loss_mask(traj, mask_rejected_edits=True) == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1]
+    assert [i for i, m in enumerate(build_examples([traj], mask_rejected_edits=True)[0].loss_mask) if m] == [4, 5, 6, 12, 13, 14]
 
 
 def test_run_count_must_match_turns():

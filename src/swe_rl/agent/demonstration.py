@@ -4,7 +4,8 @@
 demonstration of the RFT prompt (PAPER.md section 4), rendered by `render_demonstration`.
 `explore_actions(task)` solves a synthesized task the way a model could learn to: every step
 uses only what the context already shows (search the named function, open it, search the wrong
-line it shows to read its number off a one-line answer, fix, submit).
+line it shows to read its number off a one-line answer, fix, submit); with `stumble`, its first
+fix is mis-indented, the tools refuse it, and it writes the fix again.
 Hunks are applied bottom-up within a file, so the line numbers of the patch's hunk
 headers stay valid without reading the base file.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,27 +206,64 @@ def explore_precheck(candidate: Mutation, checkout: Path, window: int) -> str | 
     return None
 
 
-def explore_actions(task: Task, hits: list[tuple[str, int]], window: int) -> list[str]:
+def explore_actions(task: Task, hits: list[tuple[str, int]], window: int, *, stumble: bool = False) -> list[str]:
     """search_file the function the issue names -> open its definition -> search_file the wrong line -> edit it -> submit.
 
     The third step copies the first changed line from the window into a search of the current file,
     so the edit's line number comes from a short answer instead of being counted off the window.
+    stumble: the first edit shifts the fix's first line by 4 spaces, which the tools refuse as a syntax
+    error, and the next turn writes the fix again: a demonstration of what to do after a refused edit
+    (train with the refused turn masked: recipes/rft.py `mask_rejected_edits`). Tasks where no such
+    shift breaks the file's syntax get the plain actions.
     """
     path, line, hunk = explore_plan(task, hits, window)
     name = synthesized_function(task)
     start, end, new_lines = hunk_edit(hunk)
-    if new_lines:
-        delim, text = _heredoc(new_lines)
-        fix = f"edit {start}:{end} << '{delim}'\n{text}{delim}"
-    else:
-        fix = f"edit {start}:{end} --delete"
     actions = [
         turn(f"The issue calls {name}. I find its definition.", f'search_file "def {name}(" .'),
         turn(f"It is in {path}. I open it.", f"open {path} {line}"),
     ]
     if pattern := wrong_line_pattern(hunk):
         actions.append(turn(f"This line looks wrong: {pattern}. I find its number.", f"search_file {shell_quote(pattern)}"))
-    return actions + [turn(f"Line {start} is wrong. I fix it.", fix), turn("Fixed, so I submit.", "submit")]
+    fix = turn(f"Line {start} is wrong. I fix it.", edit_command(start, end, new_lines))
+    if stumble and (wrong := refused_lines(base_file(task, path), path, start, end, new_lines)):
+        actions.append(turn(f"Line {start} is wrong. I fix it.", edit_command(start, end, wrong)))
+        fix = turn(f"The edit was not applied. I fix line {start} again.", edit_command(start, end, new_lines))
+    return actions + [fix, turn("Fixed, so I submit.", "submit")]
+
+
+def edit_command(start: int, end: int, new_lines: list[str]) -> str:
+    if not new_lines:
+        return f"edit {start}:{end} --delete"
+    delim, text = _heredoc(new_lines)
+    return f"edit {start}:{end} << '{delim}'\n{text}{delim}"
+
+
+def base_file(task: Task, path: str) -> str:
+    """`path` as the task's base commit has it: the file the episode starts with."""
+    res = subprocess.run(["git", "-C", task.repo_url, "show", f"{task.base_commit}:{path}"], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise ValueError(f"task {task.instance_id}: git show {path} in {task.repo_url} failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def refused_lines(source: str, path: str, start: int, end: int, new_lines: list[str]) -> list[str] | None:
+    """`new_lines` with the first one 4 spaces less indented (else more) such that replacing lines
+    start..end of `source` with them does not compile, so the `edit` tool refuses them; None if neither does."""
+    if not new_lines or not path.endswith(".py"):
+        return None
+    first, lines = new_lines[0], source.splitlines(keepends=True)
+    shifts = ([first[4:]] if first.startswith("    ") else []) + ["    " + first]
+    for shifted in shifts:
+        wrong = [shifted, *new_lines[1:]]
+        text = "".join(lines[: start - 1]) + "".join(x + "\n" for x in wrong) + "".join(lines[end:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarnings are not refusals (the tool ignores them too)
+            try:
+                compile(text, path, "exec", dont_inherit=True)
+            except SyntaxError:
+                return wrong
+    return None
 
 
 def wrong_line_pattern(hunk: Hunk) -> str:

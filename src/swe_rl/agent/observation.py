@@ -13,6 +13,9 @@ from swe_rl.types import ExecResult
 STATE_DIR = "/tmp/.swe-rl"  # $SWE_RL_STATE inside the sandbox (the tools' default)
 NO_OUTPUT = "Your command ran successfully and did not produce any output."
 _STATUS_MARK = "<<SWE_RL_STATUS>>"
+# How the output starts when `edit`/`replace`/`create` refused a change that would break Python syntax
+# (agent/tools/_toollib.write_checked): the file is left unchanged.
+REJECTED_EDIT = "Error: this change would introduce a syntax error, so it was NOT applied"
 
 
 def truncate(text: str, limit: int) -> str:

@@ -38,6 +38,9 @@ class RFTConfig:
     demonstration_task: str = "jpvanhal__inflection-1"  # its gold patch is the one-shot demo; never trained on
     samples: int = 10  # G: episodes per training task (paper: 10)
     drop_exit_reasons: tuple[ExitReason, ...] = ("turn_limit", "context_limit")  # resolved but truncated: dropped
+    # Mask the turns whose edit the tools refused (a syntax error, file unchanged) as format-error turns are:
+    # kept as context, not imitated. Off in the paper's RFT; on for `scripted:explore-recover`'s deliberate stumbles.
+    mask_rejected_edits: bool = False
     batch: int = 8  # episodes generating together
     seed: int = 0
     device: str = "auto"  # sampling and training device; auto = CUDA when present
@@ -62,7 +65,7 @@ class RFTError(RuntimeError):
 _STEP_KEYS = {
     "demonstration": ("tasks", "demonstration_task", "agent"),
     "collect": ("model", "collect_model", "instances", "limit", "samples", "seed"),
-    "build": ("drop_exit_reasons",),
+    "build": ("drop_exit_reasons", "mask_rejected_edits"),
     "train": ("sft",),
 }
 
@@ -246,6 +249,7 @@ def filter_trajectories(
 ) -> tuple[list[Trajectory], dict[str, Any]]:
     """(kept, funnel). Kept = resolved, not ended at a limit, and not in a group dropped for an infra failure."""
     from swe_rl.rollouts.engine import is_infra_failure
+    from swe_rl.training.sft_data import rejected_edit
 
     infra = {t.instance_id for t in trajectories if is_infra_failure(t)}
     per_task: dict[str, dict[str, int]] = {}
@@ -267,6 +271,7 @@ def filter_trajectories(
         "dropped_at_limit": resolved_total - len(kept),
         "kept": len(kept),
         "kept_format_error_turns": sum(1 for t in kept for turn in t.turns if turn.format_error),  # masked in build
+        "kept_rejected_edit_turns": sum(1 for t in kept for turn in t.turns if rejected_edit(turn)),  # masked if asked
         "tasks": len(per_task),
         "tasks_with_kept": covered,
         "coverage": covered / len(per_task) if per_task else 0.0,
@@ -321,7 +326,8 @@ def build(cfg: RFTConfig, trajectories_file: Path, demonstration: Path | None) -
     prompt_messages = without_demonstration(demonstration_block(demonstration.read_text())) if demonstration else None
     # The stored prefix is checked against the trained model's chat template: a sampler with another
     # tokenizer would make the kept token ids meaningless to the trainer.
-    examples = build_examples(kept, _tokenizer(cfg), prompt_messages=prompt_messages, check_prefix=True)
+    examples = build_examples(kept, _tokenizer(cfg), prompt_messages=prompt_messages, check_prefix=True,
+                              mask_rejected_edits=cfg.mask_rejected_edits)
     funnel["examples"] = len(examples)
     funnel["examples_longer_than_max_seq_len"] = sum(1 for e in examples if len(e) > cfg.sft.max_seq_len)
     funnel["loss_tokens"] = sum(e.num_loss_tokens for e in examples)

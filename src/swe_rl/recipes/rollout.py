@@ -21,7 +21,10 @@ from swe_rl.types import Task
 SCRIPTED_GOLD = "scripted:gold"  # a ScriptedPolicy replaying each task's gold patch with the tools
 # A ScriptedPolicy solving synthesized tasks with steps a model can infer from its context (agent/demonstration.py)
 SCRIPTED_EXPLORE = "scripted:explore"
-SCRIPTED = (SCRIPTED_GOLD, SCRIPTED_EXPLORE)
+# The same, but on every second task its first edit is mis-indented, refused, and written again: it shows a
+# model what to do after a refused edit (models cloned from `scripted:explore` alone submit the unchanged file).
+SCRIPTED_EXPLORE_RECOVER = "scripted:explore-recover"
+SCRIPTED = (SCRIPTED_GOLD, SCRIPTED_EXPLORE, SCRIPTED_EXPLORE_RECOVER)
 EXECUTORS = ("thread", "ray")  # where episodes, sandboxes and grading run: this machine, or a Ray cluster
 
 
@@ -38,7 +41,7 @@ class RolloutRun:
 
 def make_policy(model: str, tasks: Sequence[Task], *, device: str = "auto", cache: Path | None = None, tokenizer=None,
                 window: int = AgentConfig.window):
-    """A policy by name: `scripted:gold`, `scripted:explore`, a bundled model name (`smollm2-135m`, `tiny`) or a HF directory.
+    """A policy by name: `scripted:gold`, `scripted:explore[-recover]`, a bundled model name (`smollm2-135m`, `tiny`) or a HF directory.
 
     tokenizer: for the scripted policies, the tokenizer their trajectories are written in (default SmolLM2's),
     e.g. the one of the model that will be trained on them (recipes/rft.py). window: the viewer height
@@ -50,9 +53,10 @@ def make_policy(model: str, tasks: Sequence[Task], *, device: str = "auto", cach
         from swe_rl.policy.scripted import ScriptedPolicy
 
         scripts: dict[str, list[str]] = {}
-        for t in tasks:
+        for i, t in enumerate(tasks):
             actions = gold_patch_actions(t) if model == SCRIPTED_GOLD else \
-                explore_actions(t, definition_hits(t, synthesized_function(t)), window)
+                explore_actions(t, definition_hits(t, synthesized_function(t)), window,
+                                stumble=model == SCRIPTED_EXPLORE_RECOVER and i % 2 == 1)
             if scripts.setdefault(t.problem_statement, actions) != actions:
                 raise ValueError(f"{model}: task {t.instance_id} has the problem statement of an earlier task with another "
                                  "fix; a scripted policy knows the task only from the issue text (keep one of them)")

@@ -3,7 +3,7 @@
 An example is the trajectory's own token ids with the prompt prefix (every token before the
 first sampled assistant token) swapped for a prompt rendered without the one-shot
 demonstration, and a loss mask on sampled assistant tokens minus the format-error turns
-(kept as context). Examples are stored as JSONL so a training run can be repeated exactly.
+(kept as context) and, when asked, minus the turns whose edit the tools refused. Examples are stored as JSONL so a training run can be repeated exactly.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from swe_rl.types import Trajectory
+from swe_rl.agent.observation import REJECTED_EDIT
+from swe_rl.types import Trajectory, Turn
 
 EXAMPLE_SCHEMA_VERSION = 1
 PromptMessages = Callable[[Trajectory], list[dict[str, str]]]
@@ -81,8 +82,12 @@ def assistant_runs(loss_mask: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def sft_loss_mask(traj: Trajectory) -> list[int]:
-    """The trajectory's loss mask with every format-error turn zeroed (PAPER.md: masked out, kept as context)."""
+def sft_loss_mask(traj: Trajectory, *, mask_rejected_edits: bool = False) -> list[int]:
+    """The trajectory's loss mask with every format-error turn zeroed (PAPER.md: masked out, kept as context).
+
+    mask_rejected_edits: also zero each turn whose edit the tools refused (a syntax error; the file is
+    unchanged), so the example teaches what came after the refusal, not the refused text.
+    """
     runs = assistant_runs(traj.loss_mask)
     if len(runs) != len(traj.turns):
         raise ValueError(
@@ -91,9 +96,14 @@ def sft_loss_mask(traj: Trajectory) -> list[int]:
         )
     mask = list(traj.loss_mask)
     for (start, end), turn in zip(runs, traj.turns):
-        if turn.format_error:
+        if turn.format_error or (mask_rejected_edits and rejected_edit(turn)):
             mask[start:end] = [0] * (end - start)
     return mask
+
+
+def rejected_edit(turn: Turn) -> bool:
+    """The tools refused this turn's change (it would have broken Python syntax): nothing was written."""
+    return turn.observation.startswith(REJECTED_EDIT)
 
 
 def prompt_length(traj: Trajectory) -> int:
@@ -164,9 +174,10 @@ def _check_prefix(traj: Trajectory, tokenizer: Any) -> None:
         )
 
 
-def build_example(traj: Trajectory, tokenizer: Any = None, prompt_messages: PromptMessages | None = None, *, check_prefix: bool = True) -> SFTExample:
+def build_example(traj: Trajectory, tokenizer: Any = None, prompt_messages: PromptMessages | None = None, *,
+                  check_prefix: bool = True, mask_rejected_edits: bool = False) -> SFTExample:
     """One SFT example; with `prompt_messages`, the prefix is re-rendered from the messages it returns."""
-    mask = sft_loss_mask(traj)
+    mask = sft_loss_mask(traj, mask_rejected_edits=mask_rejected_edits)
     if prompt_messages is None:
         return rebase_prefix(traj, traj.token_ids[: prompt_length(traj)], mask)
     if tokenizer is None:
@@ -182,15 +193,18 @@ def build_examples(
     *,
     prompt_messages: PromptMessages | None = None,
     check_prefix: bool = True,
+    mask_rejected_edits: bool = False,
 ) -> list[SFTExample]:
     """SFT examples from kept trajectories (filtering is the caller's: resolved, not ended at a limit).
 
     prompt_messages: maps a trajectory to the [system, user] messages of its new prompt, e.g.
       `without_demonstration(demonstration_block(demo))`; None keeps the sampled prompt.
     check_prefix: verify each stored prefix is the template rendering of the stored messages first.
+    mask_rejected_edits: mask the turns whose edit the tools refused, as format-error turns are (`sft_loss_mask`).
     Examples with no loss token left (every turn a format error) are dropped.
     """
-    examples = [build_example(t, tokenizer, prompt_messages, check_prefix=check_prefix) for t in trajectories]
+    examples = [build_example(t, tokenizer, prompt_messages, check_prefix=check_prefix, mask_rejected_edits=mask_rejected_edits)
+                for t in trajectories]
     return [e for e in examples if e.num_loss_tokens > 0]
 
 
