@@ -53,7 +53,9 @@ TRAIN_TASKS = 48  # training tasks of the warm start and RFT (the first N of the
 # 8 turns: a fix takes 5. On 6 (until 2026-11-27) RL taught the policy to search for the line it had just
 # fixed, with no turn left to act on it (training side: --calibrate rl-pool, learning_proof_room_rl.json).
 # The prompts do not name the limit, so the warm start's demonstrations are the same token ids on either.
-AGENT = AgentConfig(max_turns=8, context_length=2560, max_new_tokens=96, window=40, command_timeout_s=30,
+# 3072-token context (2560 until 2026-11-27, 21:00 UTC): a refused edit and its retry add ~250 tokens, and 3 of
+# the 12 warm-start demonstrations that stumble ended at 2560 (2,465-2,476 tokens) before their submit.
+AGENT = AgentConfig(max_turns=8, context_length=3072, max_new_tokens=96, window=40, command_timeout_s=30,
                     prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
 # ---- warm start: behaviour cloning on scripted:explore replays of training tasks ----------------
