@@ -15,7 +15,7 @@ from swe_rl.agent.demonstration import (
     hunk_edit,
     never_submit_actions,
     parse_patch,
-    refused_lines,
+    rejected_lines,
     render_demonstration,
     shell_quote,
     synthesized_function,
@@ -154,9 +154,9 @@ FUNCTION = "def keep(d):\n    out = {}\n    for k in d:\n        if not k:\n    
     ("a.py", "x = f(a,\n      not b)\n", "      b)", None),  # inside brackets, indentation is free
     ("a.txt", FUNCTION, "        if k:", None),  # the tools check only Python files
 ])
-def test_refused_lines_are_lines_the_edit_tool_refuses(path, source, fix, refused):
+def test_rejected_lines_are_lines_the_edit_tool_refuses(path, source, fix, refused):
     line = next(i for i, text in enumerate(source.splitlines(), 1) if "not" in text)
-    assert refused_lines(source, path, line, line, [fix]) == refused
+    assert rejected_lines(source, path, line, line, [fix]) == refused
 
 
 def test_explore_actions_stumble_then_fix_again(tmp_path):

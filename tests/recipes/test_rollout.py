@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from swe_rl.agent.demonstration import base_file, definition_hits, explore_plan, hunk_edit, refused_lines, synthesized_function
+from swe_rl.agent.demonstration import base_file, definition_hits, explore_plan, hunk_edit, rejected_lines, synthesized_function
 from swe_rl.agent.loop import AgentConfig
 from swe_rl.agent.parser import parse_action
 from swe_rl.recipes.rollout import make_policy, run_rollouts
@@ -65,7 +65,7 @@ def test_scripted_explore_recover_stumbles_on_every_second_task_and_still_resolv
             continue
         start, end, new_lines = hunk_edit(hunk)
         if all(t.problem_statement != kept.problem_statement for kept in tasks) and \
-                refused_lines(base_file(t, path), path, start, end, new_lines):
+                rejected_lines(base_file(t, path), path, start, end, new_lines):
             tasks.append(t)
     assert len(tasks) >= 2, "the tiny package's fixes are indented lines: most can be mis-indented"
     out = tmp_path / "traj.jsonl"

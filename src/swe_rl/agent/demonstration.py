@@ -226,7 +226,7 @@ def explore_actions(task: Task, hits: list[tuple[str, int]], window: int, *, stu
     if pattern := wrong_line_pattern(hunk):
         actions.append(turn(f"This line looks wrong: {pattern}. I find its number.", f"search_file {shell_quote(pattern)}"))
     fix = turn(f"Line {start} is wrong. I fix it.", edit_command(start, end, new_lines))
-    if stumble and (wrong := refused_lines(base_file(task, path), path, start, end, new_lines)):
+    if stumble and (wrong := rejected_lines(base_file(task, path), path, start, end, new_lines)):
         actions.append(turn(f"Line {start} is wrong. I fix it.", edit_command(start, end, wrong)))
         fix = turn(f"The edit was not applied. I fix line {start} again.", edit_command(start, end, new_lines))
     return actions + [fix, turn("Fixed, so I submit.", "submit")]
@@ -247,7 +247,7 @@ def base_file(task: Task, path: str) -> str:
     return res.stdout
 
 
-def refused_lines(source: str, path: str, start: int, end: int, new_lines: list[str]) -> list[str] | None:
+def rejected_lines(source: str, path: str, start: int, end: int, new_lines: list[str]) -> list[str] | None:
     """`new_lines` with the first one 4 spaces less indented (else more) such that replacing lines
     start..end of `source` with them does not compile, so the `edit` tool refuses them; None if neither does."""
     if not new_lines or not path.endswith(".py"):
