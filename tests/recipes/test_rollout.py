@@ -19,23 +19,30 @@ from tests.tasks.conftest import synth  # noqa: F401  (the session fixture: task
 pytestmark = pytest.mark.slow  # synthesizes tasks (a venv and test-suite runs), then runs and grades episodes
 
 
-def test_scripted_explore_resolves_the_family_from_its_context(synth, tmp_path):  # noqa: F811
-    cfg = AgentConfig(max_turns=5, window=12, prompts_dir="configs/prompts_compact")
+def explore_and_run(synth, tmp_path, cfg: AgentConfig, policy: str, keep=lambda task, plan: True) -> list:
+    """Run `policy` once on each synthesized task scripted:explore can plan (one per issue text, and `keep`'s)."""
     tasks = []
     for t in load_tasks(synth["out"]):
         try:
-            explore_plan(t, definition_hits(t, synthesized_function(t)), cfg.window)
+            plan = explore_plan(t, definition_hits(t, synthesized_function(t)), cfg.window)
         except ValueError:
             continue
-        if all(t.problem_statement != kept.problem_statement for kept in tasks):  # the script is found by the issue text
+        # A scripted policy finds its script by the issue text: one task per text.
+        if all(t.problem_statement != kept.problem_statement for kept in tasks) and keep(t, plan):
             tasks.append(t)
     assert len(tasks) >= 2, "the tiny package's tasks name their functions: most must be explorable"
     out = tmp_path / "traj.jsonl"
-    run = run_rollouts(tasks, make_policy("scripted:explore", tasks, window=cfg.window), cfg, out, samples=1,
-                       cache=synth["cache"], quiet=True)
+    run = run_rollouts(tasks, make_policy(policy, tasks, window=cfg.window), cfg, out, samples=1, cache=synth["cache"], quiet=True)
     assert run.metrics["pass_at_1"]["mean"] == 1.0
+    order = {t.instance_id: i for i, t in enumerate(tasks)}
+    return sorted(read_trajectories(out), key=lambda traj: order[traj.instance_id])
+
+
+def test_scripted_explore_resolves_the_family_from_its_context(synth, tmp_path):  # noqa: F811
+    cfg = AgentConfig(max_turns=5, window=12, prompts_dir="configs/prompts_compact")
+    trajectories = explore_and_run(synth, tmp_path, cfg, "scripted:explore")
     resolved_located = 0
-    for traj in read_trajectories(out):
+    for traj in trajectories:
         statement, turns = traj.messages[1]["content"], traj.turns
         commands = [parse_action(t.response).command for t in turns]
         located = len(commands) == 5  # a fix that only inserts lines has no wrong line to search
@@ -56,34 +63,22 @@ def test_scripted_explore_resolves_the_family_from_its_context(synth, tmp_path):
 
 
 def test_scripted_explore_recover_stumbles_on_every_second_task_and_still_resolves(synth, tmp_path):  # noqa: F811
+    def can_stumble(task, plan) -> bool:
+        path, _, hunk = plan
+        return rejected_lines(base_file(task, path), path, *hunk_edit(hunk)) is not None
+
     cfg = AgentConfig(max_turns=6, window=12, prompts_dir="configs/prompts_compact")
-    tasks = []
-    for t in load_tasks(synth["out"]):
-        try:
-            path, _, hunk = explore_plan(t, definition_hits(t, synthesized_function(t)), cfg.window)
-        except ValueError:
-            continue
-        start, end, new_lines = hunk_edit(hunk)
-        if all(t.problem_statement != kept.problem_statement for kept in tasks) and \
-                rejected_lines(base_file(t, path), path, start, end, new_lines):
-            tasks.append(t)
-    assert len(tasks) >= 2, "the tiny package's fixes are indented lines: most can be mis-indented"
-    out = tmp_path / "traj.jsonl"
-    run = run_rollouts(tasks, make_policy("scripted:explore-recover", tasks, window=cfg.window), cfg, out, samples=1,
-                       cache=synth["cache"], quiet=True)
-    assert run.metrics["pass_at_1"]["mean"] == 1.0
-    order = {t.instance_id: i for i, t in enumerate(tasks)}
-    for traj in read_trajectories(out):
-        refused = [i for i, turn in enumerate(traj.turns) if rejected_edit(turn)]
-        if order[traj.instance_id] % 2 == 0:
-            assert refused == []
+    for n, traj in enumerate(explore_and_run(synth, tmp_path, cfg, "scripted:explore-recover", keep=can_stumble)):
+        rejected = [i for i, turn in enumerate(traj.turns) if rejected_edit(turn)]
+        if n % 2 == 0:
+            assert rejected == []
             continue
         commands = [parse_action(turn.response).command for turn in traj.turns]
-        (i,) = refused  # the stumble, then the same edit with the fix's indentation, then submit
+        (i,) = rejected  # the stumble, then the same edit with the fix's indentation, then submit
         assert commands[i].split()[:2] == commands[i + 1].split()[:2] and commands[i] != commands[i + 1]
         assert commands[i + 2:] == ["submit"]
         mask, runs = sft_loss_mask(traj, mask_rejected_edits=True), assistant_runs(traj.loss_mask)
-        assert [any(mask[a:b]) for a, b in runs] == [n != i for n in range(len(traj.turns))]
+        assert [any(mask[a:b]) for a, b in runs] == [k != i for k in range(len(traj.turns))]
 
 
 def test_scripted_explore_refuses_a_task_it_cannot_solve_from_its_context(synth):  # noqa: F811
