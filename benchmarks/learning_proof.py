@@ -16,7 +16,7 @@ with a refused edit written again; a stand-in for a stronger pretrained prior); 
 training tasks, and DAPO RL (with dynamic sampling) on training-side tasks synthesized after those:
 the same distribution, tasks neither earlier stage has fit. Knobs are chosen from training-task
 numbers (`--calibrate`, RL's training-side metrics); the held-out set is only evaluated, though RL has
-been evaluated there twenty times in thirteen configurations, each chosen after the previous result (README). Every
+been evaluated there twenty-two times in fourteen configurations, each chosen after the previous result (README). Every
 step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
@@ -65,7 +65,9 @@ WARM_DEMOS = 24
 # context, not imitated). Why: cloned from scripted:explore alone, which never sees a refusal, the models
 # submitted the unchanged file after a refused edit. Training side (runs/learning_proof, the RFT samples and
 # every RL draw of the 2026-11-27 runs): 82 of 560 episodes had a refused edit, and the next action was
-# `submit` in 81 of them, so each of those episodes was lost.
+# `submit` in 81 of them, so each of those episodes was lost (benchmarks/rejected_edits.py,
+# rejected_edits_2026-11-27_explore_warm.json). Held-out, first run (README): the warm start and RFT retried
+# after a refusal but with the wrong indentation (0 of 33 such episodes resolved); RL learned the retry (17 of 33).
 WARM_POLICY = "scripted:explore-recover"
 # 1 epoch (2 until 2026-11-27): the 2-epoch model explored too little for RFT and RL to choose between its
 # samples. Training side, 8 turns: RFT's samples of it mixed results on 7 of 24 tasks (G = 2), the RFT

@@ -35,7 +35,7 @@ def after_rejected_edits(paths: list[Path]) -> dict:
             later = traj.turns[i + 1] if i + 1 < len(traj.turns) else None
             command = later and (later.command or parse_action(later.response).command)
             next_command[command.split()[0] if command else "(episode ended)" if later is None else "(format error)"] += 1
-    return {"episodes": episodes, "with_rejected_edit": refused, "resolved_of_those": resolved,
+    return {"episodes": episodes, "with_rejected_edit": rejected, "resolved_of_those": resolved,
             "next_command": dict(next_command.most_common())}
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     width = max(map(len, record))
     for name, r in record.items():
-        print(f"{name:<{width}}  {r['with_rejected_edit']:>3} of {r['episodes']:>3} refused, "
+        print(f"{name:<{width}}  {r['with_rejected_edit']:>3} of {r['episodes']:>3} rejected, "
               f"{r['resolved_of_those']:>2} resolved; next: {r['next_command']}")
 
 
