@@ -12,12 +12,13 @@ searches the definition, opens it, searches the wrong line to read its number, e
 so that held-out tasks mutate functions no training task mutates. An easier family than "any bug":
 the fix is visible in the code a solver opens, which a 135M model can learn to see. The warm start
 is behaviour cloning on `scripted:explore-recover` replays of a few TRAINING tasks (half of them
-with a refused edit written again; a stand-in for a stronger pretrained prior); then the paper's RFT (the model's own resolved samples) on the other
-training tasks, and DAPO RL (with dynamic sampling) on training-side tasks synthesized after those:
-the same distribution, tasks neither earlier stage has fit. Knobs are chosen from training-task
-numbers (`--calibrate`, RL's training-side metrics); the held-out set is only evaluated, though RL has
-been evaluated there twenty-two times in fourteen configurations, each chosen after the previous result (README). Every
-step resumes: run the same command again after a crash.
+with a rejected edit written again; a stand-in for a stronger pretrained prior); then the paper's
+RFT (the model's own resolved samples) on the other training tasks, and DAPO RL (with dynamic
+sampling) on training-side tasks synthesized after those: the same distribution, tasks neither
+earlier stage has fit. Knobs are chosen from training-task numbers (`--calibrate`, RL's
+training-side metrics); the held-out set is only evaluated, though RL has been evaluated there
+twenty-two times in fourteen configurations, each chosen after the previous result (README).
+Every step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
 
@@ -53,14 +54,14 @@ TRAIN_TASKS = 48  # training tasks of the warm start and RFT (the first N of the
 # 8 turns: a fix takes 5. On 6 (until 2026-11-27) RL taught the policy to search for the line it had just
 # fixed, with no turn left to act on it (training side: --calibrate rl-pool, learning_proof_room_rl.json).
 # The prompts do not name the limit, so the warm start's demonstrations are the same token ids on either.
-# 3072-token context (2560 until 2026-11-27, 21:00 UTC): a refused edit and its retry add ~250 tokens, and 3 of
+# 3072-token context (2560 until 2026-11-27, 20:50 UTC): a refused edit and its retry add ~250 tokens, and 3 of
 # the 12 warm-start demonstrations that stumble ended at 2560 (2,465-2,476 tokens) before their submit.
 AGENT = AgentConfig(max_turns=8, context_length=3072, max_new_tokens=96, window=40, command_timeout_s=30,
                     prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
-# ---- warm start: behaviour cloning on scripted:explore replays of training tasks ----------------
+# ---- warm start: behaviour cloning on scripted:explore-recover replays of training tasks --------
 WARM_DEMOS = 24
-# scripted:explore-recover (scripted:explore until 2026-11-27, 21:00 UTC): on every second demonstration the first
+# scripted:explore-recover (scripted:explore until 2026-11-27, 20:50 UTC): on every second demonstration the first
 # edit is mis-indented, the tools refuse it, and the fix is written again; the refused turn is masked (kept as
 # context, not imitated). Why: cloned from scripted:explore alone, which never sees a refusal, the models
 # submitted the unchanged file after a refused edit. Training side (runs/learning_proof, the RFT samples and

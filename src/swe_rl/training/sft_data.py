@@ -3,7 +3,8 @@
 An example is the trajectory's own token ids with the prompt prefix (every token before the
 first sampled assistant token) swapped for a prompt rendered without the one-shot
 demonstration, and a loss mask on sampled assistant tokens minus the format-error turns
-(kept as context) and, when asked, minus the turns whose edit the tools refused. Examples are stored as JSONL so a training run can be repeated exactly.
+(kept as context) and, when asked, minus the turns whose edit the tools refused. Examples are
+stored as JSONL so a training run can be repeated exactly.
 """
 
 from __future__ import annotations
