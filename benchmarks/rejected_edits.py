@@ -17,24 +17,25 @@ from pathlib import Path
 
 import learning_proof as lp
 
-from swe_rl.agent.parser import parse_action
 from swe_rl.rollouts.store import read_trajectories
 from swe_rl.training.sft_data import rejected_edit
 
 
 def after_rejected_edits(paths: list[Path]) -> dict:
-    episodes, refused, resolved, next_command = 0, 0, 0, Counter()
+    episodes, rejected, resolved, next_command = 0, 0, 0, Counter()
     for traj in read_trajectories(paths):
         episodes += 1
         hits = [i for i, turn in enumerate(traj.turns) if rejected_edit(turn)]
         if not hits:
             continue
-        refused += 1
+        rejected += 1
         resolved += bool(traj.grade and traj.grade.resolved)
         for i in hits:
-            later = traj.turns[i + 1] if i + 1 < len(traj.turns) else None
-            command = later and (later.command or parse_action(later.response).command)
-            next_command[command.split()[0] if command else "(episode ended)" if later is None else "(format error)"] += 1
+            if i + 1 == len(traj.turns):
+                next_command["(episode ended)"] += 1
+            else:  # a format-error turn has no command
+                command = traj.turns[i + 1].command
+                next_command[command.split()[0] if command else "(format error)"] += 1
     return {"episodes": episodes, "with_rejected_edit": rejected, "resolved_of_those": resolved,
             "next_command": dict(next_command.most_common())}
 

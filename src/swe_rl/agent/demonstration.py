@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swe_rl.agent.tools._toollib import python_syntax_error  # the check `edit` runs in the sandbox
 from swe_rl.tasks.mutations import Mutation
 from swe_rl.types import Task
 
@@ -249,20 +249,16 @@ def base_file(task: Task, path: str) -> str:
 
 def rejected_lines(source: str, path: str, start: int, end: int, new_lines: list[str]) -> list[str] | None:
     """`new_lines` with the first one 4 spaces less indented (else more) such that replacing lines
-    start..end of `source` with them does not compile, so the `edit` tool refuses them; None if neither does."""
-    if not new_lines or not path.endswith(".py"):
+    start..end of `source` with them fails the `edit` tool's own syntax check; None if neither does."""
+    if not new_lines:
         return None
     first, lines = new_lines[0], source.splitlines(keepends=True)
     shifts = ([first[4:]] if first.startswith("    ") else []) + ["    " + first]
     for shifted in shifts:
         wrong = [shifted, *new_lines[1:]]
         text = "".join(lines[: start - 1]) + "".join(x + "\n" for x in wrong) + "".join(lines[end:])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SyntaxWarnings are not refusals (the tool ignores them too)
-            try:
-                compile(text, path, "exec", dont_inherit=True)
-            except SyntaxError:
-                return wrong
+        if python_syntax_error(path, text) is not None:
+            return wrong
     return None
 
 
