@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from swe_rl.agent.loop import AgentConfig
 from swe_rl.cli import main
 from swe_rl.config import ConfigError, load_config
 from swe_rl.paths import CONFIGS_DIR
 from swe_rl.recipes.rft import RFTConfig, RFTError, StepMarker, build, filter_trajectories
 from swe_rl.types import Grade, Trajectory, Turn
+from tests.tasks.conftest import synth  # noqa: F401  (the session fixture: tasks synthesized from a tiny package)
 
 DEMO_TASK = "jpvanhal__inflection-1"
 TRAIN_TASKS = ("jpvanhal__inflection-2", "tkem__cachetools-1")
@@ -222,6 +224,43 @@ def test_own_samples_with_nothing_kept_stop_before_training(rft_run, tmp_path):
 
 # ---- config and filter (fast) --------------------------------------------------------------------
 
+@pytest.mark.slow
+def test_explore_demonstration_shows_the_search_steps(synth, tmp_path):  # noqa: F811
+    """demonstration_policy=scripted:explore replays the steps a model can infer, where gold only edits."""
+    from swe_rl.agent.demonstration import definition_hits, explore_plan, synthesized_function
+    from swe_rl.recipes.rft import make_demonstration
+    from swe_rl.tasks.loaders import load_tasks
+
+    tasks = load_tasks(synth["out"])
+    plannable = []
+    for t in tasks:
+        try:
+            explore_plan(t, definition_hits(t, synthesized_function(t)), AgentConfig.window)
+            plannable.append(t)
+        except ValueError:
+            continue
+    task = plannable[0]
+    demos = {}
+    for policy in ("scripted:gold", "scripted:explore"):
+        cfg = RFTConfig(run_dir=str(tmp_path / policy.split(":")[1]), tasks=str(synth["out"]), demonstration_task=task.instance_id,
+                        demonstration_policy=policy, cache_dir=str(synth["cache"]))
+        demos[policy] = make_demonstration(cfg, tasks).read_text()
+    name = synthesized_function(task)
+    assert f'search_file "def {name}(" .' in demos["scripted:explore"]  # step 1 of the explore script
+    assert "search_file" not in demos["scripted:gold"]
+    for demo in demos.values():
+        assert demo.count("ASSISTANT:") >= 2 and "submit" in demo.rsplit("ASSISTANT:", 1)[1]
+
+
+@pytest.mark.slow
+def test_explore_demonstration_refuses_a_task_it_cannot_read(tmp_path, bundled_tasks):
+    from swe_rl.recipes.rft import make_demonstration
+
+    cfg = RFTConfig(run_dir=str(tmp_path / "run"), demonstration_task=DEMO_TASK, demonstration_policy="scripted:explore")
+    with pytest.raises(RFTError, match=f"demonstration task {DEMO_TASK}: scripted:explore cannot replay it"):
+        make_demonstration(cfg, bundled_tasks)
+
+
 def test_configs_load_with_the_paper_values():
     demo = load_config(RFTConfig, CONFIGS_DIR / "rft.yaml")
     assert demo.model == "smollm2-135m" and demo.collect_model == "" and demo.samples >= 1
@@ -244,6 +283,8 @@ def test_config_errors_name_the_key(tmp_path, capsys):
         load_config(RFTConfig, None, ["drop_exit_reasons=[turn_limt]"])
     with pytest.raises(ConfigError, match=f"demonstration task {DEMO_TASK}"):
         load_config(RFTConfig, None, [f"instances=[{DEMO_TASK}]"])
+    with pytest.raises(ConfigError, match="demonstration_policy 'scripted:explroe'"):
+        load_config(RFTConfig, None, ["demonstration_policy=scripted:explroe"])
     with pytest.raises(ConfigError, match="choose one"):
         load_config(RFTConfig, None, ["agent.demonstration_file=demo.txt"])
     with pytest.raises(SystemExit, match="demo.txt is not a file"):

@@ -35,7 +35,10 @@ class RFTConfig:
     tasks: str = "bundled"  # tasks file or `bundled`
     instances: tuple[str, ...] = ()  # training tasks; () = every task but the demonstration task
     limit: int = 0  # only the first N training tasks; 0 = all
-    demonstration_task: str = "jpvanhal__inflection-1"  # its gold patch is the one-shot demo; never trained on
+    demonstration_task: str = "jpvanhal__inflection-1"  # its replay is the one-shot demo; never trained on
+    # The scripted policy replayed on demonstration_task: `scripted:gold` (its gold patch, the paper's demo) or
+    # `scripted:explore` (the steps a model can infer from its context; synthesized tasks only).
+    demonstration_policy: str = "scripted:gold"
     samples: int = 10  # G: episodes per training task (paper: 10)
     drop_exit_reasons: tuple[ExitReason, ...] = ("turn_limit", "context_limit")  # resolved but truncated: dropped
     # Mask the turns whose edit the tools refused (a syntax error, file unchanged) as format-error turns are:
@@ -53,6 +56,8 @@ class RFTConfig:
             raise ValueError(f"samples must be >= 1 and limit >= 0 (got samples={self.samples}, limit={self.limit})")
         if self.agent.demonstration_file and self.demonstration_task:
             raise ValueError("agent.demonstration_file and demonstration_task are both set: choose one (set the other to '')")
+        if self.demonstration_policy not in ("scripted:gold", "scripted:explore"):
+            raise ValueError(f"demonstration_policy {self.demonstration_policy!r}: choose scripted:gold or scripted:explore")
         if self.instances and self.demonstration_task in self.instances:
             raise ValueError(f"instances holds the demonstration task {self.demonstration_task}: it must not be trained on")
 
@@ -63,7 +68,7 @@ class RFTError(RuntimeError):
 
 # The config keys each step's output depends on (cumulative): a step is only skipped when they match.
 _STEP_KEYS = {
-    "demonstration": ("tasks", "demonstration_task", "agent"),
+    "demonstration": ("tasks", "demonstration_task", "demonstration_policy", "agent"),
     "collect": ("model", "collect_model", "instances", "limit", "samples", "seed"),
     "build": ("drop_exit_reasons", "mask_rejected_edits"),
     "train": ("sft",),
@@ -172,10 +177,9 @@ def _training_tasks(cfg: RFTConfig, tasks: Sequence[Task]) -> list[Task]:
 # ---- step 0: the one-shot demonstration ---------------------------------------------------------
 
 def make_demonstration(cfg: RFTConfig, tasks: Sequence[Task]) -> Path | None:
-    """`<run>/demonstration/demonstration.txt`: the gold patch of `demonstration_task` replayed through the tools."""
-    from swe_rl.agent.demonstration import gold_patch_actions, render_demonstration
-    from swe_rl.policy.scripted import ScriptedPolicy
-    from swe_rl.recipes.rollout import run_rollouts
+    """`<run>/demonstration/demonstration.txt`: `demonstration_policy` replayed on `demonstration_task` through the tools."""
+    from swe_rl.agent.demonstration import render_demonstration
+    from swe_rl.recipes.rollout import make_policy, run_rollouts
     from swe_rl.rollouts.store import read_trajectories
     from swe_rl.sandbox.environments import require_prepared
 
@@ -194,18 +198,21 @@ def make_demonstration(cfg: RFTConfig, tasks: Sequence[Task]) -> Path | None:
     if task is None:
         raise RFTError(f"demonstration_task {cfg.demonstration_task!r} is not in {cfg.tasks}")
     require_prepared([task], _cache(cfg))
-    actions = gold_patch_actions(task)
-    # The scripted turns must not be cut by the small model's budgets: only the text is kept.
-    agent = replace(cfg.agent, demonstration_file="", max_turns=max(cfg.agent.max_turns, len(actions) + 1),
+    try:
+        policy = make_policy(cfg.demonstration_policy, [task], tokenizer=_tokenizer(cfg), window=cfg.agent.window)
+    except ValueError as e:  # scripted:explore on a task it cannot solve from its context
+        raise RFTError(f"demonstration task {task.instance_id}: {cfg.demonstration_policy} cannot replay it ({e})") from e
+    # The scripted turns must not be cut by the small model's budgets: only the text is kept (a script
+    # repeats its last action, submit, so the turn limit only has to be above its length).
+    agent = replace(cfg.agent, demonstration_file="", max_turns=max(cfg.agent.max_turns, 64),
                     max_new_tokens=max(cfg.agent.max_new_tokens, 4096), context_length=max(cfg.agent.context_length, 65536))
     traj_file = step.dir / "trajectory.jsonl"
     traj_file.unlink(missing_ok=True)  # a killed earlier attempt: a scripted episode is cheap to redo
-    policy = ScriptedPolicy(_tokenizer(cfg), actions, name="scripted:demonstration")
     run_rollouts([task], policy, agent, traj_file, samples=1, batch=1, seed=cfg.seed, cache=_cache(cfg), quiet=True)
     (traj,) = read_trajectories(traj_file)
     if traj.grade is None or not traj.grade.resolved:
         reason = traj.grade.reason if traj.grade else traj.error or traj.exit_reason
-        raise RFTError(f"demonstration task {task.instance_id}: replaying its gold patch did not resolve it ({reason})")
+        raise RFTError(f"demonstration task {task.instance_id}: {cfg.demonstration_policy} did not resolve it ({reason})")
     out.write_text(render_demonstration(traj.messages) + "\n")
     step.finish({"task": task.instance_id, "turns": traj.num_turns, "chars": len(out.read_text())})
     return out
