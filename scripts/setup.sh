@@ -29,13 +29,23 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
+# pip's own exit status (not its filter's) decides: a failed install stops here, saying why, instead of
+# surfacing later as a missing module. No download cache: a fresh machine gains nothing from it, and it
+# would hold a second copy of torch's wheel (a CI machine once ran out of disk in this step).
+pip_install() {
+    if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir "$@" 2>&1 \
+            | { grep -v -E "is ignored|BuildBackendWarning" || true; }; then
+        echo "setup: 'pip install $*' failed (above); $(df -h . | awk 'NR == 2 {print $4}') free on this disk" >&2
+        exit 1
+    fi
+}
 stamp="$VENV/.swe-rl-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
     echo "setup: installing torch==2.13.0 (CPU) and the project into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+    pip_install --upgrade pip
     # torch first, pinned: otherwise a multi-GB CUDA build is pulled in as a dependency.
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v -E "is ignored|BuildBackendWarning" || true
-    "$VENV/bin/python" -c "import torch, swe_rl; assert torch.__version__.startswith('2.13.0'), torch.__version__" 
+    pip_install torch==2.13.0
+    pip_install -e ".[dev]"
+    "$VENV/bin/python" -c "import torch, swe_rl; assert torch.__version__.startswith('2.13.0'), torch.__version__"
     touch "$stamp"
 fi
