@@ -13,9 +13,9 @@ so that held-out tasks mutate functions no training task mutates. An easier fami
 the fix is visible in the code a solver opens, which a 135M model can learn to see. The warm start
 is behaviour cloning on `scripted:explore-recover` replays of a few TRAINING tasks (half of them
 with a rejected edit written again; a stand-in for a stronger pretrained prior); then the paper's
-RFT (the model's own resolved samples, drawn with a one-shot demonstration in the prompt) on the
-other training tasks, and DAPO RL (with dynamic sampling) on training-side tasks synthesized after
-those: the same distribution, tasks neither earlier stage has fit. Knobs are chosen from training-task numbers (`--calibrate`, RL's
+RFT (the model's own resolved samples) on the other training tasks, and DAPO RL (with dynamic
+sampling) on training-side tasks synthesized after those: the same distribution, tasks neither
+earlier stage has fit. Knobs are chosen from training-task numbers (`--calibrate`, RL's
 training-side metrics); the held-out set is only evaluated, though RL has been evaluated there
 twenty-two times in fourteen configurations, each chosen after the previous result (README).
 Every step resumes: run the same command again after a crash.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from swe_rl.agent.loop import AgentConfig
@@ -77,14 +76,15 @@ WARM_POLICY = "scripted:explore-recover"
 # averaged 0.03-0.06 nats (RL's `entropy`): each task's outcome was nearly fixed before RL began.
 WARM_SFT = SFTConfig(lr=1e-4, epochs=1, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RFT: the model's own resolved training samples ---------------------------------------------
-RFT_SAMPLES = 2  # G
+# G = 4 (2 until 2026-11-28, 00:30 UTC): with G = 2 RFT kept 8 of 48 samples and did not beat its warm start
+# (-0.4 SEM held-out); the paper samples G = 10. Twice the samples, twice the kept examples to expect.
+RFT_SAMPLES = 4  # G
 RFT_TASKS = 24  # training tasks sampled by RFT: the ones after the warm start's demonstrations
-# The paper's one-shot demonstration while collecting (since 2026-11-27, 23:45 UTC; none before): `scripted:explore` replayed on the
-# first warm-start task, in the prompt of every RFT sample and removed from the SFT examples. The context grows by
-# the demonstration's tokens while collecting only. Why: RFT kept 8 of 48 samples and did not beat its warm start
-# (-0.4 SEM held-out); the paper's RFT samples with a demonstration in the prompt for the same reason.
-RFT_DEMONSTRATION_POLICY = "scripted:explore"
-RFT_COLLECT_CONTEXT = 6144
+# No demonstration in RFT's prompts, unlike the paper's RFT. Tried on 2026-11-27 (the warm start's samples
+# with a one-shot `scripted:explore` demonstration in the prompt, 6144-token context): the samples resolved 1 of
+# 48 where the same warm start without it resolved 8 of 48 (training side; it submitted after `open`, or garbled
+# its edits): a 135M model cloned on short prompts does not read a 5-turn example, it is thrown by it
+# (learning_proof_2026-11-28_rft_demonstration.json).
 RFT_SFT = SFTConfig(lr=5e-5, epochs=1, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RL: multi-turn DAPO -------------------------------------------------------------------------
 # G = 8 on 2 problems per draw. With G = 4 on 4 problems, every iteration of both runs from nothing needed
@@ -242,11 +242,9 @@ def rft(out: Path, train_file: Path, model: Path) -> Path:
 
     from swe_rl.tasks.loaders import load_tasks
 
-    train = load_tasks(train_file)
-    ids = tuple(t.instance_id for t in train[WARM_DEMOS: WARM_DEMOS + RFT_TASKS])
+    ids = tuple(t.instance_id for t in load_tasks(train_file)[WARM_DEMOS: WARM_DEMOS + RFT_TASKS])
     cfg = RFTConfig(run_dir=str(out / "rft"), model=str(model), collect_model="", tasks=str(train_file), instances=ids,
-                    demonstration_task=train[0].instance_id, demonstration_policy=RFT_DEMONSTRATION_POLICY,
-                    samples=RFT_SAMPLES, batch=BATCH, agent=replace(AGENT, context_length=RFT_COLLECT_CONTEXT), sft=RFT_SFT,
+                    demonstration_task="", samples=RFT_SAMPLES, batch=BATCH, agent=AGENT, sft=RFT_SFT,
                     mask_rejected_edits=True)  # a kept sample's refused edits are not imitated, as in the warm start
     return Path(run_rft(cfg)["model"])
 
@@ -409,6 +407,8 @@ def main() -> None:
         results["base"] = timed("eval_base", evaluate, out, "base", warm, held_file, args.eval_runs)
     if last >= 3:
         rft_model = timed("rft", rft, out, train_file, warm)
+        funnel = json.loads((out / "rft" / "build" / "funnel.json").read_text())
+        results["rft_funnel"] = {k: funnel[k] for k in ("sampled", "resolved", "kept", "tasks_with_kept", "kept_rejected_edit_turns")}
         results["rft"] = timed("eval_rft", evaluate, out, "rft", rft_model, held_file, args.eval_runs)
     if last >= 4:
         rl_model = timed("rl", rl, out, rl_file, rft_model)
@@ -426,8 +426,7 @@ def _knobs() -> dict:
     from swe_rl.config import to_dict
 
     return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
-            "warm_policy": WARM_POLICY, "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS,
-            "rft_demonstration_policy": RFT_DEMONSTRATION_POLICY, "rft_collect_context": RFT_COLLECT_CONTEXT, "rft_sft": to_dict(RFT_SFT),
+            "warm_policy": WARM_POLICY, "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
             "rl_sources": RL_SOURCES, "rl_samples": RL_SAMPLES, "rl_stages": [to_dict(s) for s in RL_STAGES],
             "rl_max_draws": RL_MAX_DRAWS, "rl_problem_order": RL_PROBLEM_ORDER, "rl_lr": RL_LR, "rl_reward": RL_REWARD, "rl_loss_agg": RL_LOSS_AGG, "eval_runs": EVAL_RUNS}
 
