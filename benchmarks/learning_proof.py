@@ -76,7 +76,7 @@ WARM_POLICY = "scripted:explore-recover"
 # averaged 0.03-0.06 nats (RL's `entropy`): each task's outcome was nearly fixed before RL began.
 WARM_SFT = SFTConfig(lr=1e-4, epochs=1, batch_size=1, warmup_steps=1, max_seq_len=AGENT.context_length, tensorboard=False)
 # ---- RFT: the model's own resolved training samples ---------------------------------------------
-# G = 4 (2 until 2026-11-28, 00:30 UTC): with G = 2 RFT kept 8 of 48 samples and did not beat its warm start
+# G = 4 (2 until 2026-11-28, 00:25 UTC): with G = 2 RFT kept 8 of 48 samples and did not beat its warm start
 # (-0.4 SEM held-out); the paper samples G = 10. Twice the samples, twice the kept examples to expect.
 RFT_SAMPLES = 4  # G
 RFT_TASKS = 24  # training tasks sampled by RFT: the ones after the warm start's demonstrations
