@@ -222,8 +222,6 @@ def test_own_samples_with_nothing_kept_stop_before_training(rft_run, tmp_path):
     assert not (run_dir / "train" / "model").exists()
 
 
-# ---- config and filter (fast) --------------------------------------------------------------------
-
 @pytest.mark.slow
 def test_explore_demonstration_shows_the_search_steps(synth, tmp_path):  # noqa: F811
     """demonstration_policy=scripted:explore replays the steps a model can infer, where gold only edits."""
@@ -260,6 +258,8 @@ def test_explore_demonstration_refuses_a_task_it_cannot_read(tmp_path, bundled_t
     with pytest.raises(RFTError, match=f"demonstration task {DEMO_TASK}: scripted:explore cannot replay it"):
         make_demonstration(cfg, bundled_tasks)
 
+
+# ---- config and filter (fast) --------------------------------------------------------------------
 
 def test_configs_load_with_the_paper_values():
     demo = load_config(RFTConfig, CONFIGS_DIR / "rft.yaml")
