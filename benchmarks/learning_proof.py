@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from swe_rl.agent.loop import AgentConfig
@@ -79,6 +80,13 @@ WARM_SFT = SFTConfig(lr=1e-4, epochs=1, batch_size=1, warmup_steps=1, max_seq_le
 # G = 4 (2 until 2026-11-28, 00:25 UTC): with G = 2 RFT kept 8 of 48 samples and did not beat its warm start
 # (-0.4 SEM held-out); the paper samples G = 10. Twice the samples, twice the kept examples to expect.
 RFT_SAMPLES = 4  # G
+# RFT samples at temperature 0.7 (1.0, the evaluation's and RL's, until 2026-11-28, 03:55 UTC). At 1.0, 48 of the
+# warm start's 96 samples issued an edit that was garbled (`edit "if TypeError: ...`, `edit line 1:4 << 'EOF'`)
+# and 19 more only edits the tools refused; 11 resolved, on 5 of 24 tasks (training side, runs/learning_proof/rft).
+# Sampled nearer the model's mode, more of its samples are well-formed and resolve, on more tasks; SFT on them
+# sharpens the same model that is evaluated at 1.0. RFT only filters and imitates, so its samples need not come
+# from the sampling distribution RL's importance ratios assume.
+RFT_TEMPERATURE = 0.7
 RFT_TASKS = 24  # training tasks sampled by RFT: the ones after the warm start's demonstrations
 # No demonstration in RFT's prompts, unlike the paper's RFT. Tried on 2026-11-27 (the warm start's samples
 # with a one-shot `scripted:explore` demonstration in the prompt, 6144-token context): the samples resolved 1 of
@@ -244,7 +252,7 @@ def rft(out: Path, train_file: Path, model: Path) -> Path:
 
     ids = tuple(t.instance_id for t in load_tasks(train_file)[WARM_DEMOS: WARM_DEMOS + RFT_TASKS])
     cfg = RFTConfig(run_dir=str(out / "rft"), model=str(model), collect_model="", tasks=str(train_file), instances=ids,
-                    demonstration_task="", samples=RFT_SAMPLES, batch=BATCH, agent=AGENT, sft=RFT_SFT,
+                    demonstration_task="", samples=RFT_SAMPLES, batch=BATCH, agent=replace(AGENT, temperature=RFT_TEMPERATURE), sft=RFT_SFT,
                     mask_rejected_edits=True)  # a kept sample's refused edits are not imitated, as in the warm start
     return Path(run_rft(cfg)["model"])
 
@@ -426,7 +434,7 @@ def _knobs() -> dict:
     from swe_rl.config import to_dict
 
     return {"sources": SOURCES, "operators": OPERATORS, "family": negation.__doc__, "heldout_tasks": HELDOUT_TASKS, "train_tasks": TRAIN_TASKS, "agent": to_dict(AGENT),
-            "warm_policy": WARM_POLICY, "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
+            "warm_policy": WARM_POLICY, "warm_demos": WARM_DEMOS, "warm_sft": to_dict(WARM_SFT), "rft_samples": RFT_SAMPLES, "rft_temperature": RFT_TEMPERATURE, "rft_tasks": RFT_TASKS, "rft_sft": to_dict(RFT_SFT),
             "rl_sources": RL_SOURCES, "rl_samples": RL_SAMPLES, "rl_stages": [to_dict(s) for s in RL_STAGES],
             "rl_max_draws": RL_MAX_DRAWS, "rl_problem_order": RL_PROBLEM_ORDER, "rl_lr": RL_LR, "rl_reward": RL_REWARD, "rl_loss_agg": RL_LOSS_AGG, "eval_runs": EVAL_RUNS}
 
