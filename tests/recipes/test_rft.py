@@ -14,7 +14,7 @@ from swe_rl.config import ConfigError, load_config
 from swe_rl.paths import CONFIGS_DIR
 from swe_rl.recipes.rft import RFTConfig, RFTError, StepMarker, build, filter_trajectories
 from swe_rl.types import Grade, Trajectory, Turn
-from tests.tasks.conftest import synth  # noqa: F401  (the session fixture: tasks synthesized from a tiny package)
+from tests.tasks.conftest import explorable_tasks, synth  # noqa: F401  (the session fixture: tasks synthesized from a tiny package)
 
 DEMO_TASK = "jpvanhal__inflection-1"
 TRAIN_TASKS = ("jpvanhal__inflection-2", "tkem__cachetools-1")
@@ -225,19 +225,12 @@ def test_own_samples_with_nothing_kept_stop_before_training(rft_run, tmp_path):
 @pytest.mark.slow
 def test_explore_demonstration_shows_the_search_steps(synth, tmp_path):  # noqa: F811
     """demonstration_policy=scripted:explore replays the steps a model can infer, where gold only edits."""
-    from swe_rl.agent.demonstration import definition_hits, explore_plan, synthesized_function
+    from swe_rl.agent.demonstration import synthesized_function
     from swe_rl.recipes.rft import make_demonstration
     from swe_rl.tasks.loaders import load_tasks
 
     tasks = load_tasks(synth["out"])
-    plannable = []
-    for t in tasks:
-        try:
-            explore_plan(t, definition_hits(t, synthesized_function(t)), AgentConfig.window)
-            plannable.append(t)
-        except ValueError:
-            continue
-    task = plannable[0]
+    task = explorable_tasks(synth, AgentConfig.window)[0]
     demos = {}
     for policy in ("scripted:gold", "scripted:explore"):
         cfg = RFTConfig(run_dir=str(tmp_path / policy.split(":")[1]), tasks=str(synth["out"]), demonstration_task=task.instance_id,

@@ -7,29 +7,21 @@ import shlex
 
 import pytest
 
-from swe_rl.agent.demonstration import base_file, definition_hits, explore_plan, hunk_edit, rejected_lines, synthesized_function
+from swe_rl.agent.demonstration import base_file, hunk_edit, rejected_lines
 from swe_rl.agent.loop import AgentConfig
 from swe_rl.agent.parser import parse_action
 from swe_rl.recipes.rollout import make_policy, run_rollouts
 from swe_rl.rollouts.store import read_trajectories
 from swe_rl.tasks.loaders import load_tasks
 from swe_rl.training.sft_data import assistant_runs, rejected_edit, sft_loss_mask
-from tests.tasks.conftest import synth  # noqa: F401  (the session fixture: tasks synthesized from a tiny package)
+from tests.tasks.conftest import explorable_tasks, synth  # noqa: F401  (the session fixture: tasks synthesized from a tiny package)
 
 pytestmark = pytest.mark.slow  # synthesizes tasks (a venv and test-suite runs), then runs and grades episodes
 
 
 def explore_and_run(synth, tmp_path, cfg: AgentConfig, policy: str, keep=lambda task, plan: True) -> list:
     """Run `policy` once on each synthesized task scripted:explore can plan (one per issue text, and `keep`'s)."""
-    tasks = []
-    for t in load_tasks(synth["out"]):
-        try:
-            plan = explore_plan(t, definition_hits(t, synthesized_function(t)), cfg.window)
-        except ValueError:
-            continue
-        # A scripted policy finds its script by the issue text: one task per text.
-        if all(t.problem_statement != kept.problem_statement for kept in tasks) and keep(t, plan):
-            tasks.append(t)
+    tasks = explorable_tasks(synth, cfg.window, keep)
     assert len(tasks) >= 2, "the tiny package's tasks name their functions: most must be explorable"
     out = tmp_path / "traj.jsonl"
     run = run_rollouts(tasks, make_policy(policy, tasks, window=cfg.window), cfg, out, samples=1, cache=synth["cache"], quiet=True)

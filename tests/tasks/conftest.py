@@ -93,3 +93,22 @@ def synth(tmp_path_factory):
     return {"root": root, "src": src, "cache": cache, "out": out, "report": report}
 
 
+def explorable_tasks(synth: dict, window: int, keep=lambda task, plan: True) -> list:
+    """`synth`'s tasks scripted:explore can plan from a `window`-line viewer (and `keep` accepts), one per issue text.
+
+    A scripted policy finds its script by the issue text, so a second task with the same text is left out.
+    """
+    from swe_rl.agent.demonstration import definition_hits, explore_plan, synthesized_function
+    from swe_rl.tasks.loaders import load_tasks
+
+    tasks = []
+    for t in load_tasks(synth["out"]):
+        try:
+            plan = explore_plan(t, definition_hits(t, synthesized_function(t)), window)
+        except ValueError:
+            continue
+        if all(t.problem_statement != kept.problem_statement for kept in tasks) and keep(t, plan):
+            tasks.append(t)
+    return tasks
+
+
