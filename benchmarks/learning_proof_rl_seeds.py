@@ -29,7 +29,7 @@ def main() -> None:
     record: dict = {}
     for seed in args.seeds:
         t0 = time.monotonic()
-        model = lp.rl(out, out / "tasks" / "rl_pool.jsonl", rft_model, name=f"rl_seed{seed}", seed=seed)
+        model = lp.rl(out, lp.rl_pool(out, out / "tasks" / "rl_pool.jsonl", out / "tasks" / "train.jsonl"), rft_model, name=f"rl_seed{seed}", seed=seed)
         rl_s = time.monotonic() - t0
         t0 = time.monotonic()
         result = lp.evaluate(out, f"rl_seed{seed}", model, held)
