@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import learning_proof as lp
 
-from swe_rl.recipes.rl import RLConfig, record_solves, refilter_pool
+from swe_rl.recipes.rl import RLConfig
+from swe_rl.training.curriculum import record_solves, refilter_pool
 from swe_rl.rollouts.store import iter_trajectories
 
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from swe_rl.config import ConfigError, load_config
-from swe_rl.recipes.rl import (RLConfig, Stage, collect_experience, enter_stage, group_advantages, mixed_groups, pick_problems, refilter_pool, run_rl,
-                               score, select_for_training)
+from swe_rl.recipes.rl import RLConfig, Stage, collect_experience, enter_stage, group_advantages, mixed_groups, run_rl, score, select_for_training
 from swe_rl.rollouts.store import iter_trajectories
 from swe_rl.types import Grade, Trajectory, Turn
 
@@ -45,16 +44,6 @@ def test_reward_advantages_and_selection_follow_the_algorithm_box():
     assert chosen[1][0].exit_reason == "turn_limit"  # kept: masking turn-limit episodes taught looping
 
 
-def test_pool_refilter_and_problem_choice():
-    solves = {"easy": [3, 3], "edge": [2, 3], "mid": [1, 3], "never": [0, 3]}
-    pool = ["easy", "edge", "mid", "never", "unseen"]
-    assert refilter_pool(pool, solves, solved_at=2 / 3, drop_never=True) == ["mid", "unseen"]
-    assert refilter_pool(pool, solves, solved_at=2 / 3, drop_never=False) == ["mid", "never", "unseen"]
-    first = pick_problems(pool, 3, seed=0, iteration=4)
-    assert first == pick_problems(pool, 3, seed=0, iteration=4) and len(set(first)) == 3
-    assert pick_problems(pool, 10, seed=0, iteration=0) == sorted(pool)
-
-
 def test_a_context_limit_exit_takes_the_turn_limits_length_penalty():
     trajs = [_traj("a", 0, resolved=False, turns=4, exit_reason="context_limit"),
              _traj("a", 1, resolved=False, turns=6, exit_reason="turn_limit"), _traj("a", 2, resolved=False, turns=4)]
@@ -64,35 +53,12 @@ def test_a_context_limit_exit_takes_the_turn_limits_length_penalty():
     assert [t.reward for t in trajs] == [0.0, -1.0, 0.0]  # the paper's term counts the turns taken
 
 
-def test_mixed_groups_and_later_draws():
+def test_mixed_groups_are_those_with_more_than_one_reward():
     trajs = [_traj("b", 0, resolved=True, turns=3), _traj("a", 0, resolved=True, turns=3), _traj("a", 1, resolved=False, turns=3),
              _traj("c", 0, resolved=False, turns=3), _traj("c", 1, resolved=False, turns=40, exit_reason="turn_limit"),
              _traj("b", 1, resolved=True, turns=3)]
     score(trajs, RLConfig(samples=2, penalty_start=10), Stage(max_turns=40))
     assert mixed_groups(trajs) == ["a", "c"]  # b: one reward; c: the length penalty alone differs
-    pool = [f"t{i}" for i in range(6)]
-    first = pick_problems(pool, 2, seed=0, iteration=1)
-    assert first == pick_problems(pool, 2, seed=0, iteration=1, draw=0)  # draw 0 is the paper's one draw
-    rest = [i for i in pool if i not in first]
-    assert set(pick_problems(rest, 2, seed=0, iteration=1, draw=1)) <= set(rest)
-
-
-@pytest.mark.parametrize("seed", range(5))  # independent draws repeat a problem within 3 iterations for 47 of seeds 0-49
-def test_least_drawn_problems_cover_the_pool_before_one_comes_back(seed):
-    pool = [f"t{i}" for i in range(7)]
-    solves: dict[str, list[int]] = {}
-    seen = []
-    for it in range(3):  # 3 iterations of 2 problems: 6 distinct problems of 7
-        ids = pick_problems(pool, 2, seed=seed, iteration=it, solves=solves)
-        assert ids == pick_problems(pool, 2, seed=seed, iteration=it, solves=solves)  # a resume picks the same
-        seen += ids
-        for iid in ids:
-            solves.setdefault(iid, [0, 0])[1] += 8
-    assert len(set(seen)) == 6
-    (last,) = set(pool) - set(seen)
-    assert last in pick_problems(pool, 2, seed=seed, iteration=3, solves=solves)  # the one left comes first
-    # with no episodes recorded, ties are the seeded shuffle: another seed, another first pick (for some seed)
-    assert len({tuple(pick_problems(pool, 2, seed=s, iteration=0, solves={})) for s in range(5)}) > 1
 
 
 def test_problem_order_is_checked():

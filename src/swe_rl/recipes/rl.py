@@ -20,18 +20,16 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from swe_rl.agent.loop import AgentConfig
 from swe_rl.policy.vllm import VLLMConfig
+from swe_rl.training.curriculum import PROBLEM_ORDERS, pick_problems, record_solves, refilter_pool
 from swe_rl.training.distributed import DataParallel, full_state_dict
 from swe_rl.training.rl_step import LOSS_AGGS
 from swe_rl.types import Trajectory
-
-PROBLEM_ORDERS = ("least_drawn", "random")
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -161,20 +159,6 @@ class RLConfig:
 # ---------------------------------------------------------------- pure pieces of the algorithm box
 
 
-def pick_problems(pool: Sequence[str], n: int, seed: int, iteration: int, draw: int = 0,
-                  solves: dict[str, list[int]] | None = None) -> list[str]:
-    """n problems of the pool for this iteration's draw: a function of (seed, iteration, draw) so a resume picks the same.
-
-    With `solves` (record_solves' [resolved, attempts] per problem): the n problems with the fewest attempts,
-    ties in that same seeded order ("least_drawn"); without: a seeded sample ("random").
-    """
-    rng = random.Random(f"{seed}:{iteration}" if draw == 0 else f"{seed}:{iteration}:{draw}")
-    if solves is None:
-        return sorted(rng.sample(list(pool), min(n, len(pool))))
-    shuffled = rng.sample(list(pool), len(pool))
-    return sorted(sorted(shuffled, key=lambda iid: solves.get(iid, [0, 0])[1])[:n])  # a stable sort keeps the ties shuffled
-
-
 def score(trajs: Sequence[Trajectory], cfg: RLConfig, stage: Stage) -> None:
     """Set each trajectory's reward and reward parts (in place)."""
     from swe_rl.rewards.reward import compute_reward
@@ -217,28 +201,6 @@ def mixed_groups(trajs: Sequence[Trajectory]) -> list[str]:
     for t in trajs:
         rewards.setdefault(t.instance_id, set()).add(t.reward)
     return [iid for iid, r in rewards.items() if len(r) > 1]
-
-
-def record_solves(solves: dict[str, list[int]], trajs: Iterable[Trajectory]) -> None:
-    """Add each trajectory to solves[iid] = [resolved, attempts] (in place): what refilter_pool reads."""
-    for t in trajs:
-        rec = solves.setdefault(t.instance_id, [0, 0])
-        rec[0] += int(t.grade is not None and t.grade.resolved)
-        rec[1] += 1
-
-
-def refilter_pool(pool: Sequence[str], solves: dict[str, list[int]], *, solved_at: float, drop_never: bool) -> list[str]:
-    """Between stages: drop tasks solved >= `solved_at` of the time and (optionally) tasks never solved.
-
-    solves[iid] = [resolved, attempts]; a task with no recorded attempt stays (nothing is known of it).
-    """
-    kept = []
-    for iid in pool:
-        resolved, attempts = solves.get(iid, [0, 0])
-        if attempts and (resolved / attempts >= solved_at or (drop_never and resolved == 0)):
-            continue
-        kept.append(iid)
-    return kept
 
 
 def rollout_metrics(trajs: Sequence[Trajectory], kept: int, dropped_groups: int) -> dict[str, Any]:
