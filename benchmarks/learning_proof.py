@@ -47,7 +47,7 @@ RL_SOURCES = {"pypi:more-itertools==10.5.0": 61, "pypi:boltons==24.1.0": 60}
 # RL's pool also holds the RFT tasks of which RFT kept no sample (RL_SOURCES' tasks alone until 2026-11-28, 12:50 UTC):
 # RFT fit only the tasks it kept samples of, and these bring toolz, a third of the held-out side, into a pool
 # that had none. With RL_SOURCES alone the pool was 19 tasks, the RFT model resolved 19% of its first RL
-# episodes there (37% held-out), and the re-filter left 7 by the fifth iteration (learning_proof.json).
+# episodes there (37% held-out), and the re-filter left 7 by the fifth iteration (learning_proof_2026-11-28_rft_t07.json).
 RL_ADD_UNKEPT_RFT_TASKS = True
 OPERATORS = ("invert_condition",)
 SYNTH_SEED = 0

@@ -6,7 +6,8 @@ The proof evaluates every model once, 5 runs of each held-out task sampled with 
 the spread of those 5 runs. Evaluating the same model again with another seed is a replicate of the
 measurement (no model is trained and no knob changes): the spread of a model's scores over seeds says
 how far one evaluation can land from another. Writes benchmarks/results/learning_proof_eval_seeds.json
-after each evaluation; a seed already in it is not evaluated again.
+after each evaluation; a seed already in it is not evaluated again. A record of another proof's models (its
+seed-1234 evaluations differ from the proof's record) stops the script rather than being pooled with this one.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main() -> None:
         if first["model"] != str(model):
             raise SystemExit(f"benchmarks/results/learning_proof.json is not the record of the proof in {out}: run the proof first")
         runs = record.setdefault(stage, {f"seed{lp.EVAL_SEED}": summary(first)})
+        if runs[f"seed{lp.EVAL_SEED}"] != summary(first):  # the same run directory, but another proof's models
+            raise SystemExit(f"{results_file}: its {stage} model is not the proof's (its seed-{lp.EVAL_SEED} evaluation differs): "
+                             "rename it, as the proof's old records were, and run again")
         for seed in [seed for seed in args.seeds if f"seed{seed}" not in runs]:  # the record keeps what was measured
             t0 = time.monotonic()
             result = lp.evaluate(out, eval_name(proof_names[stage], seed), model, held_file, seed=seed)
