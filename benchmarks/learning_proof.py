@@ -17,7 +17,7 @@ RFT (the model's own resolved samples) on the other training tasks, and DAPO RL 
 sampling) on training-side tasks synthesized after those: the same distribution, tasks neither
 earlier stage has fit. Knobs are chosen from training-task numbers (`--calibrate`, RL's
 training-side metrics); the held-out set is only evaluated, though RL has been evaluated there
-twenty-four times in sixteen configurations, each chosen after the previous result (README).
+twenty-five times in seventeen configurations, each chosen after the previous result (README).
 Every step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
