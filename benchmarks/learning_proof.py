@@ -49,7 +49,7 @@ RL_SOURCES = {"pypi:more-itertools==10.5.0": 61, "pypi:boltons==24.1.0": 60}
 # that had none. With RL_SOURCES alone the pool was 19 tasks, the RFT model resolved 19% of its first RL
 # episodes there (37% held-out), and the re-filter left 7 by the fifth iteration (learning_proof_2026-11-28_rft_t07.json).
 # With them (34 tasks, 2026-12-07) 26 were left, but RL still did not beat RFT (38.7% against 42.7%; learning_proof.json):
-# the added tasks are the warm start's failures, and one iteration drew 4 of them that no episode resolved.
+# of its 18 problems (9 from each part) 7 gave mixed groups, 4 of them added ones; 56 trajectories trained in all.
 RL_ADD_UNKEPT_RFT_TASKS = True
 OPERATORS = ("invert_condition",)
 SYNTH_SEED = 0
