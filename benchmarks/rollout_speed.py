@@ -46,6 +46,10 @@ def main() -> None:
         run_rollouts(tasks, policy, AGENT, Path(tmp) / "traj.jsonl", samples=a.samples, batch=a.batch, seed=1234, quiet=True)
         wall = time.perf_counter() - t0
         trajs = sorted(iter_trajectories(Path(tmp) / "traj.jsonl"), key=lambda t: (t.instance_id, t.sample_index))
+    failed = [t for t in trajs if t.exit_reason == "sandbox_error"]
+    if failed or not trajs:  # a timing of episodes that never ran is no timing
+        raise SystemExit(f"{len(failed)} of {len(tasks) * a.samples} episodes failed to start"
+                         + (f", e.g. {failed[0].error}" if failed else "") + " (SWE_RL_CACHE: the proof's environments?)")
     digest = hashlib.sha256(json.dumps([list(t.token_ids) for t in trajs]).encode()).hexdigest()[:16]
     row = {"label": a.label, "swe_rl": str(Path(swe_rl.__file__).parent), "batch": a.batch, "episodes": len(trajs), "wall_s": round(wall, 1),
            "s_per_episode": round(wall / len(trajs), 2), "prefill_tokens": policy.prefill_tokens,
