@@ -48,7 +48,7 @@ RL_SOURCES = {"pypi:more-itertools==10.5.0": 61, "pypi:boltons==24.1.0": 60}
 # RFT fit only the tasks it kept samples of, and these bring toolz, a third of the held-out side, into a pool
 # that had none. With RL_SOURCES alone the pool was 19 tasks, the RFT model resolved 19% of its first RL
 # episodes there (37% held-out), and the re-filter left 7 by the fifth iteration (learning_proof_2026-11-28_rft_t07.json).
-# With them (34 tasks, 2026-12-07) 26 were left, but RL still did not beat RFT (38.7% against 42.7%; learning_proof.json):
+# With them (34 tasks, 2026-12-07) 26 were left, but RL still did not beat RFT (38.7% against 42.7%; learning_proof_2026-12-07_pool34.json):
 # of its 18 problems (9 from each part) 7 gave mixed groups, 4 of them added ones; 56 trajectories trained in all.
 RL_ADD_UNKEPT_RFT_TASKS = True
 OPERATORS = ("invert_condition",)
@@ -127,7 +127,11 @@ RL_STAGE = Stage(iterations=1, max_turns=AGENT.max_turns, context_length=AGENT.c
 # (40 trajectories) and left 11 never drawn; 2 more iterations drew 8 of them (2 mixed groups), within the
 # 90-minute budget (iterations 4 and 5: 517 s). Held-out: 28.0% ± 3.9% after 3, 32.0% ± 4.9% after 5 (README).
 RL_STAGES = (RL_STAGE,) * 5
-RL_MAX_DRAWS = 2  # dynamic sampling: a second draw of 2 problems when the first has too few mixed groups
+# One draw per iteration (2 until 2026-12-07): dynamic sampling's second draw of 2 problems, taken when the first had
+# fewer than 2 mixed groups, ran in 4 of the 5 iterations of the 2026-12-07 run (learning_proof_2026-12-07_pool34.json):
+# 64 of RL's 144 episodes (half of iterations 2-5's 1,454 s of collection) for 3 of its 7 mixed groups, and the proof ran 116.6 min against a
+# 90-minute budget. A problem left undrawn is drawn by a later iteration (least-drawn order).
+RL_MAX_DRAWS = 1
 # Each draw takes the problems drawn least so far. Until 2026-11-27, 15:00 UTC, draws were independent ("random"): seed 0's
 # 3 iterations trained on 3 distinct problems of 19 (one of them in every iteration), seed 1's on 5, and a
 # group's successes were mostly one trajectory repeated (rl_direction_2026-11-27_random_draws.json).
@@ -154,7 +158,10 @@ RL_LOSS_AGG = "token"
 # ---- evaluation ----------------------------------------------------------------------------------
 EVAL_RUNS = 5  # 3 until 2026-11-27: a 3-run SEM was 0.0 once (8 of 15 in each run) and 10.2% another time
 CALIBRATION_TASKS = 12  # training tasks (after the warm start's demonstrations) the knobs were chosen on
-BATCH = 8
+# 16 rows per generate call (8 until 2026-12-07): on 30 of the proof's episodes (its RFT model, grading included)
+# 16 slots took 263.3 s against 304.1 s (benchmarks/results/rollout_speed.json); half-empty lock-step batches
+# were the evaluations' and RL collection's cost (benchmarks/batch_occupancy.py).
+BATCH = 16
 STAGES = ("tasks", "warm", "base", "rft", "rl")
 
 
