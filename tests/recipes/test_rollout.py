@@ -83,3 +83,17 @@ def test_scripted_explore_refuses_a_task_it_cannot_solve_from_its_context(synth)
     assert len(twins) == 2 and twins[0].problem_statement == twins[1].problem_statement and twins[0].patch != twins[1].patch
     with pytest.raises(ValueError, match=f"task {twins[1].instance_id} has the problem statement of an earlier task"):
         make_policy("scripted:explore", twins)
+
+
+def test_grading_stops_at_the_agent_configs_grade_timeout(synth):  # noqa: F811
+    """A patch whose tests hang is unresolved after `grade_timeout_s`, not after the grader's 600-second default."""
+    from dataclasses import replace
+
+    from swe_rl.recipes.rollout import LocalEpisodes
+
+    task = load_tasks(synth["out"])[0]
+    hangs = replace(task, install_config=replace(task.install_config, test_cmd="sleep 60; " + task.install_config.test_cmd))
+    hooks = LocalEpisodes(None, AgentConfig(grade_timeout_s=2.0), synth["cache"])
+    assert hooks.grade(task, task.patch).status == "resolved"  # the gold patch, when the tests do not hang
+    grade = hooks.grade(hangs, task.patch)
+    assert grade.status == "unresolved" and "tests timed out after 2s" in grade.reason

@@ -36,6 +36,8 @@ class AgentConfig:
     window: int = 50  # lines shown by open/goto/scroll_* (SWE_RL_WINDOW in the sandbox)
     format_error_limit: int = 0  # end after this many consecutive format errors; 0 = never
     command_timeout_s: float = 60.0  # wall clock per command; the process tree is killed after it
+    # wall clock for the tests that grade an episode's patch: a patch that hangs them is not resolved after it
+    grade_timeout_s: float = 600.0
     demonstration_file: str = ""  # a rendered one-shot demonstration (agent/demonstration.py); "" = none
     prompts_dir: str = ""  # prompt templates (system.txt, instance.txt, ...; agent/prompts.py); "" = configs/prompts
     temperature: float = 1.0  # sampling: the neutral values are what RL needs (PAPER.md section 5)

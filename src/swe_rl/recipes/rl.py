@@ -108,6 +108,7 @@ class RLConfig:
     repetition_penalty: float = 1.0
     max_new_tokens: int = 512  # per assistant turn
     command_timeout_s: float = 60.0
+    grade_timeout_s: float = 600.0  # wall clock for the tests that grade a patch (AgentConfig.grade_timeout_s)
     window: int = 50  # lines shown by the viewer tools (AgentConfig.window)
     prompts_dir: str = ""  # prompt templates (AgentConfig.prompts_dir); "" = configs/prompts
     rollout_batch: int = 8  # episodes generating together
@@ -151,7 +152,7 @@ class RLConfig:
     def agent(self, stage: Stage) -> AgentConfig:
         return AgentConfig(
             max_turns=stage.max_turns, context_length=stage.context_length, max_new_tokens=self.max_new_tokens,
-            command_timeout_s=self.command_timeout_s, window=self.window, prompts_dir=self.prompts_dir, temperature=self.temperature, top_p=self.top_p,
+            command_timeout_s=self.command_timeout_s, grade_timeout_s=self.grade_timeout_s, window=self.window, prompts_dir=self.prompts_dir, temperature=self.temperature, top_p=self.top_p,
             top_k=self.top_k, min_p=self.min_p, repetition_penalty=self.repetition_penalty,
         )
 

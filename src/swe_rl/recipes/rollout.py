@@ -154,7 +154,7 @@ class LocalEpisodes:
     def grade(self, task: Task, patch: str):
         from swe_rl.rewards.grading import grade
 
-        return grade(task, patch, cache=self.cache, backend=self.backend)
+        return grade(task, patch, cache=self.cache, timeout_s=self.agent_cfg.grade_timeout_s, backend=self.backend)
 
 
 @contextlib.contextmanager

@@ -132,10 +132,10 @@ class EpisodeActor:
 
 
 @ray.remote
-def grade_remote(task: Task, patch: str, cache: str, backend: str = "local") -> Grade:
+def grade_remote(task: Task, patch: str, cache: str, timeout_s: float, backend: str = "local") -> Grade:
     from swe_rl.rewards.grading import grade
 
-    return grade(task, patch, cache=Path(cache), backend=backend)
+    return grade(task, patch, cache=Path(cache), timeout_s=timeout_s, backend=backend)
 
 
 @ray.remote
@@ -285,7 +285,7 @@ class RayEpisodes:
     def grade(self, task: Task, patch: str) -> Grade:
         try:
             return ray.get(grade_remote.options(**self.placement.grade_options()).remote(
-                task, patch, self.cache, self.placement.sandbox))
+                task, patch, self.cache, self.cfg.grade_timeout_s, self.placement.sandbox))
         except ACTOR_LOST as e:  # a worker lost with its node: the engine retries the grading
             return Grade(task.instance_id, "error", False, reason=f"Ray worker lost: {e}")
 
