@@ -17,7 +17,7 @@ RFT (the model's own resolved samples) on the other training tasks, and DAPO RL 
 sampling) on training-side tasks synthesized after those: the same distribution, tasks neither
 earlier stage has fit. Knobs are chosen from training-task numbers (`--calibrate`, RL's
 training-side metrics); the held-out set is only evaluated, though RL has been evaluated there
-twenty-five times in seventeen configurations, each chosen after the previous result (README).
+twenty-six times in eighteen configurations, each chosen after the previous result (README).
 Every step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
@@ -64,8 +64,11 @@ TRAIN_TASKS = 48  # training tasks of the warm start and RFT (the first N of the
 # The prompts do not name the limit, so the warm start's demonstrations are the same token ids on either.
 # 3072-token context (2560 until 2026-11-27, 20:50 UTC): a refused edit and its retry add ~250 tokens, and 3 of
 # the 12 warm-start demonstrations that stumble ended at 2560 (2,465-2,476 tokens) before their submit.
+# Grading stops after 120 s (600 s, the grader's default, until 2026-12-07): of the 914 grades of the two 2026-12-07 runs
+# the median took 0.95 s and all but one at most 51 s (a socketutils suite waiting on its timeouts); in the other, an RL
+# episode's patch made that suite spin, and its iteration waited 600 s on the one grade, a core busy all the while.
 AGENT = AgentConfig(max_turns=8, context_length=3072, max_new_tokens=96, window=40, command_timeout_s=30,
-                    prompts_dir="configs/prompts_compact", temperature=1.0)
+                    grade_timeout_s=120, prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
 # ---- warm start: behaviour cloning on scripted:explore-recover replays of training tasks --------
 WARM_DEMOS = 24
@@ -296,7 +299,7 @@ def rl(out: Path, tasks_file: Path, model: Path, *, name: str = "rl", stages: tu
 
     cfg = RLConfig(model=str(model), tasks=str(tasks_file), instances=instances, out=out / name, samples=RL_SAMPLES, stages=stages, max_draws=max_draws, seed=seed,
                    problem_order=RL_PROBLEM_ORDER,
-                   lr=lr, reward=reward, loss_agg=RL_LOSS_AGG, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s,
+                   lr=lr, reward=reward, loss_agg=RL_LOSS_AGG, max_new_tokens=AGENT.max_new_tokens, command_timeout_s=AGENT.command_timeout_s, grade_timeout_s=AGENT.grade_timeout_s,
                    window=AGENT.window, prompts_dir=AGENT.prompts_dir, rollout_batch=BATCH, penalty_start=AGENT.max_turns - 1,
                    measure_logprob_gap=False,  # 0.0 in every run: the sampler is the trainer's own float32 model
                    tensorboard=False)
