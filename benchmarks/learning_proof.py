@@ -133,7 +133,9 @@ RL_STAGES = (RL_STAGE,) * 5
 # One draw per iteration (2 until 2026-12-07): dynamic sampling's second draw of 2 problems, taken when the first had
 # fewer than 2 mixed groups, ran in 4 of the 5 iterations of the 2026-12-07 run (learning_proof_2026-12-07_pool34.json):
 # 64 of RL's 144 episodes (half of iterations 2-5's 1,454 s of collection) for 3 of its 7 mixed groups, and the proof ran 116.6 min against a
-# 90-minute budget. A problem left undrawn is drawn by a later iteration (least-drawn order).
+# 90-minute budget. A problem left undrawn is drawn by a later iteration (least-drawn order). Measured (2026-12-07,
+# 14:10 UTC, learning_proof.json): from an RFT model at 21.3% held-out, iterations 1-4 drew 8 problems whose groups
+# were all uniform, and RL trained 8 trajectories in all; the run took 90.6 min, a 600-s hung grade included.
 RL_MAX_DRAWS = 1
 # Each draw takes the problems drawn least so far. Until 2026-11-27, 15:00 UTC, draws were independent ("random"): seed 0's
 # 3 iterations trained on 3 distinct problems of 19 (one of them in every iteration), seed 1's on 5, and a

@@ -113,8 +113,9 @@ def test_biased_sampling_is_an_error_at_start_up(tmp_path, override):
     assert not any(tmp_path.iterdir())  # nothing was started
 
 
-@pytest.mark.parametrize("override, field", [("executor=slurm", "executor"), ("sandbox=podman", "sandbox")])
-def test_rollout_placement_typos_are_config_errors(override, field):
+@pytest.mark.parametrize("override, field", [("executor=slurm", "executor"), ("sandbox=podman", "sandbox"),
+                                             ("grade_timeout_s=0", "grade_timeout_s"), ("command_timeout_s=-1", "command_timeout_s")])
+def test_rollout_config_typos_are_errors(override, field):
     with pytest.raises(ValueError, match=f"{field} must be"):
         load_config(RLConfig, CONFIGS / "rl.yaml", [override])
 
