@@ -129,14 +129,18 @@ RL_STAGE = Stage(iterations=1, max_turns=AGENT.max_turns, context_length=AGENT.c
 # 5 stages (3 until 2026-11-27, 15:40 UTC): with the problems drawn least-first, 3 iterations trained 5 of the 19 problems
 # (40 trajectories) and left 11 never drawn; 2 more iterations drew 8 of them (2 mixed groups), within the
 # 90-minute budget (iterations 4 and 5: 517 s). Held-out: 28.0% ± 3.9% after 3, 32.0% ± 4.9% after 5 (README).
-RL_STAGES = (RL_STAGE,) * 5
+# 3 stages (5 from 2026-11-27, 15:40 UTC, until 2026-12-07, 16:40 UTC), for the 90-minute budget with two draws (below): at
+# 16 rows an iteration with both draws and 16 trajectories trained takes ~500 s (100 s per draw, ~17 s per trajectory).
+RL_STAGES = (RL_STAGE,) * 3
 # One draw per iteration (2 until 2026-12-07): dynamic sampling's second draw of 2 problems, taken when the first had
 # fewer than 2 mixed groups, ran in 4 of the 5 iterations of the 2026-12-07 run (learning_proof_2026-12-07_pool34.json):
 # 64 of RL's 144 episodes (half of iterations 2-5's 1,454 s of collection) for 3 of its 7 mixed groups, and the proof ran 116.6 min against a
 # 90-minute budget. A problem left undrawn is drawn by a later iteration (least-drawn order). Measured (2026-12-07,
 # 14:10 UTC, learning_proof.json): from an RFT model at 21.3% held-out, iterations 1-4 drew 8 problems whose groups
 # were all uniform, and RL trained 8 trajectories in all; the run took 90.6 min, a 600-s hung grade included.
-RL_MAX_DRAWS = 1
+# Two draws again since 2026-12-07, 16:40 UTC, with 3 iterations instead of 5 to pay for them: RL's signal should not hang on one
+# draw of 2 problems, and with one it trained nothing in 4 of 5 iterations.
+RL_MAX_DRAWS = 2
 # Each draw takes the problems drawn least so far. Until 2026-11-27, 15:00 UTC, draws were independent ("random"): seed 0's
 # 3 iterations trained on 3 distinct problems of 19 (one of them in every iteration), seed 1's on 5, and a
 # group's successes were mostly one trajectory repeated (rl_direction_2026-11-27_random_draws.json).
