@@ -39,3 +39,22 @@ def test_traceback_on_request():
     r = swe_rl("rl", "--config", "configs/rl_stage1_cpu.yaml", "--set", "sampls=3", SWE_RL_TRACEBACK="1")
     assert r.returncode == 1
     assert "Traceback" in r.stderr and "ConfigError" in r.stderr
+
+
+def test_episode_timeouts_reach_the_agent_config():
+    from swe_rl.cli import _run_options, build_parser
+
+    argv = ["eval", "--tasks", "bundled", "--model", "tiny", "--out", "x"]
+    agent = _run_options(build_parser().parse_args(argv + ["--command-timeout", "5", "--grade-timeout", "90"])).agent_config()
+    assert (agent.command_timeout_s, agent.grade_timeout_s) == (5.0, 90.0)
+    default = _run_options(build_parser().parse_args(argv)).agent_config()
+    assert (default.command_timeout_s, default.grade_timeout_s) == (60.0, 600.0)
+
+
+def test_a_timeout_of_zero_is_refused_before_anything_runs(tmp_path):
+    r = swe_rl("rollout", "--tasks", "bundled", "--model", "tiny", "--out", str(tmp_path / "t.jsonl"), "--grade-timeout", "0")
+    assert r.returncode == 2
+    assert "argument --grade-timeout: must be > 0 seconds, got 0" in r.stderr
+    r = swe_rl("eval", "--tasks", "bundled", "--model", "tiny", "--out", str(tmp_path / "e"), "--command-timeout", "soon")
+    assert r.returncode == 2 and "argument --command-timeout: not a number of seconds: 'soon'" in r.stderr
+    assert not (tmp_path / "t.jsonl").exists() and not (tmp_path / "e").exists()

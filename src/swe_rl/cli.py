@@ -98,7 +98,7 @@ def _run_options(a: argparse.Namespace):
     return RunOptions(
         a.tasks, a.model, cache=a.cache_dir, skip_invalid=a.skip_invalid, instances=tuple(a.instance), limit=a.limit,
         max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, context_length=a.context_length, batch=a.batch,
-        seed=a.seed, device=a.device, quiet=a.quiet or None, executor=a.executor, ray_address=a.ray_address,
+        command_timeout_s=a.command_timeout, grade_timeout_s=a.grade_timeout, seed=a.seed, device=a.device, quiet=a.quiet or None, executor=a.executor, ray_address=a.ray_address,
         sandbox=a.sandbox,
     )
 
@@ -137,6 +137,17 @@ def _rl(a: argparse.Namespace) -> int:
     from swe_rl.recipes.rl import rl_cli
 
     return rl_cli(a.config, a.set, resume=a.resume, cache=a.cache_dir)
+
+
+def seconds(text: str) -> float:
+    """argparse type: a duration in seconds, > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-new-tokens", type=int, default=512)
         p.add_argument("--context-length", type=int, default=8192)
         p.add_argument("--batch", type=int, default=8, help="episodes generating together")
+        p.add_argument("--command-timeout", type=seconds, default=60.0, metavar="S",
+                       help="wall clock per agent command; its process tree is killed after it")
+        p.add_argument("--grade-timeout", type=seconds, default=600.0, metavar="S",
+                       help="wall clock for the tests that grade a patch; a patch whose tests hang is unresolved after it")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto")
         p.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")

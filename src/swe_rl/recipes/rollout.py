@@ -193,6 +193,8 @@ class RunOptions:
     max_new_tokens: int = 512
     context_length: int = 8192
     batch: int = 8  # episodes generating together
+    command_timeout_s: float = 60.0
+    grade_timeout_s: float = 600.0
     seed: int = 0
     device: str = "auto"
     quiet: bool | None = None  # None: quiet when stdout is not a terminal
@@ -201,7 +203,8 @@ class RunOptions:
     sandbox: str = "local"  # "local" (bubblewrap, prepared cache) or "docker" (each task's image)
 
     def agent_config(self) -> AgentConfig:
-        return AgentConfig(max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, context_length=self.context_length)
+        return AgentConfig(max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, context_length=self.context_length,
+                           command_timeout_s=self.command_timeout_s, grade_timeout_s=self.grade_timeout_s)
 
 
 def select_tasks(command: str, opts: RunOptions) -> list[Task]:
