@@ -148,9 +148,8 @@ class RLConfig:
             raise ValueError(f"executor must be 'thread' or 'ray', got {self.executor!r}")
         if self.sandbox not in ("local", "docker"):
             raise ValueError(f"sandbox must be 'local' or 'docker', got {self.sandbox!r}")
-        for name in ("command_timeout_s", "grade_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        for stage in self.stages:
+            self.agent(stage)  # AgentConfig refuses a bad turn limit, token budget, timeout or temperature
 
     def agent(self, stage: Stage) -> AgentConfig:
         return AgentConfig(
