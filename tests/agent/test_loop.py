@@ -144,3 +144,17 @@ def test_command_timeout_is_an_observation(tiny, agent_sandbox, tokenizer):
     assert not ep.done
     assert "The command timed out after 1 s and was killed." in ep.turns[1].observation
     assert ep.turns[2].observation.startswith("/repo/calc\n")  # the restarted shell keeps the directory
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.agent.grade_timeout_s=0", "grade_timeout_s must be > 0 seconds, got 0"),
+    ("rft.agent.command_timeout_s=-5", "command_timeout_s must be > 0 seconds, got -5"),
+    ("eval.agent.max_turns=0", "max_turns must be >= 1, got 0"),
+    ("rft.agent.temperature=-1", "temperature must be >= 0, got -1"),
+])
+def test_the_agents_scaffold_values_are_checked_in_every_recipe(override: str, message: str) -> None:
+    from swe_rl.config import ConfigError, load_config
+    from swe_rl.recipes.pipeline import PipelineConfig
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(PipelineConfig, None, [override])
