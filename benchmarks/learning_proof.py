@@ -17,7 +17,7 @@ RFT (the model's own resolved samples) on the other training tasks, and DAPO RL 
 sampling) on training-side tasks synthesized after those: the same distribution, tasks neither
 earlier stage has fit. Knobs are chosen from training-task numbers (`--calibrate`, RL's
 training-side metrics); the held-out set is only evaluated, though RL has been evaluated there
-twenty-six times in eighteen configurations, each chosen after the previous result (README).
+twenty-seven times in nineteen configurations, each chosen after the previous result (README).
 Every step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
@@ -67,6 +67,8 @@ TRAIN_TASKS = 48  # training tasks of the warm start and RFT (the first N of the
 # Grading stops after 120 s (600 s, the grader's default, until 2026-12-07): of the 914 grades of the two 2026-12-07 runs
 # the median took 0.95 s and all but one at most 51 s (a socketutils suite waiting on its timeouts); in the other, an RL
 # episode's patch made that suite spin, and its iteration waited 600 s on the one grade, a core busy all the while.
+# With 120 s (2026-12-07, 16:22 UTC run) the same suite still cost RL's third iteration most of its 690 s: its 8 wrong patches of
+# boltons-f4e8de2244 took 51-121 s each to grade (4 stopped at the limit), 686 s of the run's 1,216 grading seconds, on 2 grader threads.
 AGENT = AgentConfig(max_turns=8, context_length=3072, max_new_tokens=96, window=40, command_timeout_s=30,
                     grade_timeout_s=120, prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
@@ -126,20 +128,16 @@ RL_SAMPLES = 8  # G
 # mixed groups (2, 4 and 4 problems drawn), no more than before: the re-filter sees only the drawn problems.
 RL_STAGE = Stage(iterations=1, max_turns=AGENT.max_turns, context_length=AGENT.context_length,
                  problems_per_iteration=2, batch_size=8, clip=(0.2, 0.3))
-# 5 stages (3 until 2026-11-27, 15:40 UTC): with the problems drawn least-first, 3 iterations trained 5 of the 19 problems
-# (40 trajectories) and left 11 never drawn; 2 more iterations drew 8 of them (2 mixed groups), within the
-# 90-minute budget (iterations 4 and 5: 517 s). Held-out: 28.0% ± 3.9% after 3, 32.0% ± 4.9% after 5 (README).
-# 3 stages (5 from 2026-11-27, 15:40 UTC, until 2026-12-07, 16:40 UTC), for the 90-minute budget with two draws (below): at
-# 16 rows an iteration with both draws and 16 trajectories trained takes ~500 s (100 s per draw, ~17 s per trajectory).
+# 3 stages (3 until 2026-11-27, 15:40 UTC, then 5 until 2026-12-07, 16:20 UTC). With 5, least-first drawing covered more of
+# the pool (3 iterations trained 5 of the 19 problems then, 5 iterations drew 8 more), but with two draws per iteration (below)
+# 5 iterations took 2,620 s (learning_proof_2026-12-07_pool34.json, 116.6 min in all). At 16 rows an iteration with both
+# draws and 16 trajectories trained takes ~500 s (~100 s per draw, ~17 s per trajectory).
 RL_STAGES = (RL_STAGE,) * 3
-# One draw per iteration (2 until 2026-12-07): dynamic sampling's second draw of 2 problems, taken when the first had
-# fewer than 2 mixed groups, ran in 4 of the 5 iterations of the 2026-12-07 run (learning_proof_2026-12-07_pool34.json):
-# 64 of RL's 144 episodes (half of iterations 2-5's 1,454 s of collection) for 3 of its 7 mixed groups, and the proof ran 116.6 min against a
-# 90-minute budget. A problem left undrawn is drawn by a later iteration (least-drawn order). Measured (2026-12-07,
-# 14:10 UTC, learning_proof.json): from an RFT model at 21.3% held-out, iterations 1-4 drew 8 problems whose groups
-# were all uniform, and RL trained 8 trajectories in all; the run took 90.6 min, a 600-s hung grade included.
-# Two draws again since 2026-12-07, 16:40 UTC, with 3 iterations instead of 5 to pay for them: RL's signal should not hang on one
-# draw of 2 problems, and with one it trained nothing in 4 of 5 iterations.
+# Two draws per iteration: dynamic sampling's second draw of 2 problems when the first held fewer than 2 mixed groups.
+# One draw (2026-12-07, 14:10 UTC, learning_proof_2026-12-07_one_draw.json): from an RFT model at 21.3% held-out,
+# iterations 1-4 drew 8 problems whose groups were all uniform, RL trained 8 trajectories in all and scored what RFT scored.
+# Two draws and 3 iterations (2026-12-07, 16:22 UTC, learning_proof.json): every iteration drew twice, 3 of 12 problems gave
+# mixed groups, RL trained 24 trajectories (3 optimizer steps) and gained 13.3 points held-out on an RFT model at 14.7%.
 RL_MAX_DRAWS = 2
 # Each draw takes the problems drawn least so far. Until 2026-11-27, 15:00 UTC, draws were independent ("random"): seed 0's
 # 3 iterations trained on 3 distinct problems of 19 (one of them in every iteration), seed 1's on 5, and a
