@@ -64,13 +64,13 @@ TRAIN_TASKS = 48  # training tasks of the warm start and RFT (the first N of the
 # The prompts do not name the limit, so the warm start's demonstrations are the same token ids on either.
 # 3072-token context (2560 until 2026-11-27, 20:50 UTC): a refused edit and its retry add ~250 tokens, and 3 of
 # the 12 warm-start demonstrations that stumble ended at 2560 (2,465-2,476 tokens) before their submit.
-# Grading stops after 120 s (600 s, the grader's default, until 2026-12-07): of the 914 grades of the two 2026-12-07 runs
-# the median took 0.95 s and all but one at most 51 s (a socketutils suite waiting on its timeouts); in the other, an RL
-# episode's patch made that suite spin, and its iteration waited 600 s on the one grade, a core busy all the while.
-# With 120 s (2026-12-07, 16:22 UTC run) the same suite still cost RL's third iteration most of its 690 s: its 8 wrong patches of
-# boltons-f4e8de2244 took 51-121 s each to grade (4 stopped at the limit), 686 s of the run's 1,216 grading seconds, on 2 grader threads.
+# Grading stops after 30 s (600 s, the grader's default, until 2026-12-07, 16:20 UTC, then 120 s). Of the 1,355 grades of the
+# three 2026-12-07 runs, the 366 resolved ones took at most 2.2 s; 32 unresolved ones took over 10 s, all on boltons' socketutils
+# tests, which wait on socket timeouts (51 s) or spin under a wrong patch. At 600 s one such grade held an RL iteration 600 s;
+# at 120 s the 8 wrong patches of boltons-f4e8de2244 took 51-121 s each, 686 of the 16:22 UTC run's 1,216 grading seconds,
+# most of RL's third iteration (690 s) on the engine's 2 grader threads. 30 s is 13 times the slowest resolved grade.
 AGENT = AgentConfig(max_turns=8, context_length=3072, max_new_tokens=96, window=40, command_timeout_s=30,
-                    grade_timeout_s=120, prompts_dir="configs/prompts_compact", temperature=1.0)
+                    grade_timeout_s=30, prompts_dir="configs/prompts_compact", temperature=1.0)
 MODEL = "smollm2-135m"
 # ---- warm start: behaviour cloning on scripted:explore-recover replays of training tasks --------
 WARM_DEMOS = 24
