@@ -57,4 +57,3 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("lr: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(Cfg, bad)
-

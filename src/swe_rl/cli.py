@@ -98,8 +98,8 @@ def _run_options(a: argparse.Namespace):
     return RunOptions(
         a.tasks, a.model, cache=a.cache_dir, skip_invalid=a.skip_invalid, instances=tuple(a.instance), limit=a.limit,
         max_turns=a.max_turns, max_new_tokens=a.max_new_tokens, context_length=a.context_length, batch=a.batch,
-        command_timeout_s=a.command_timeout, grade_timeout_s=a.grade_timeout, seed=a.seed, device=a.device, quiet=a.quiet or None, executor=a.executor, ray_address=a.ray_address,
-        sandbox=a.sandbox,
+        command_timeout_s=a.command_timeout, grade_timeout_s=a.grade_timeout, seed=a.seed, device=a.device,
+        quiet=a.quiet or None, executor=a.executor, ray_address=a.ray_address, sandbox=a.sandbox,
     )
 
 
