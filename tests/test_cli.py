@@ -58,3 +58,10 @@ def test_a_timeout_of_zero_is_refused_before_anything_runs(tmp_path):
     r = swe_rl("eval", "--tasks", "bundled", "--model", "tiny", "--out", str(tmp_path / "e"), "--command-timeout", "soon")
     assert r.returncode == 2 and "argument --command-timeout: not a number of seconds: 'soon'" in r.stderr
     assert not (tmp_path / "t.jsonl").exists() and not (tmp_path / "e").exists()
+
+
+def test_a_turn_limit_of_zero_is_one_error_line_before_any_model_loads(tmp_path):
+    r = swe_rl("eval", "--tasks", "bundled", "--model", "tiny", "--out", str(tmp_path / "e"), "--max-turns", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "swe-rl: error: the episode options: max_turns must be >= 1, got 0"
+    assert not (tmp_path / "e").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from swe_rl.agent.loop import AgentConfig, Episode
+from swe_rl.config import ConfigError
 from swe_rl.types import Task
 
 SCRIPTED_GOLD = "scripted:gold"  # a ScriptedPolicy replaying each task's gold patch with the tools
@@ -201,6 +202,12 @@ class RunOptions:
     executor: str = "thread"  # one of EXECUTORS
     ray_address: str | None = None
     sandbox: str = "local"  # "local" (bubblewrap, prepared cache) or "docker" (each task's image)
+
+    def __post_init__(self) -> None:
+        try:  # bad budgets are reported before a model is loaded or an episode starts
+            self.agent_config()
+        except ValueError as e:
+            raise ConfigError(f"the episode options: {e}") from None
 
     def agent_config(self) -> AgentConfig:
         return AgentConfig(max_turns=self.max_turns, max_new_tokens=self.max_new_tokens, context_length=self.context_length,
