@@ -1,6 +1,7 @@
 """The learning proof's RFT training again on the same kept samples with other data orders: how much of RFT's result is its own noise.
 
     nice -n 2 .venv/bin/python benchmarks/learning_proof_rft_seeds.py [--seeds 1 2] [--set batch_size=4] [--no-eval]
+        [--average] [--on heldout|rl-pool]
         # after benchmarks/learning_proof.py; --set: SFT knobs of every model trained here (a variant, not a replicate)
 
 The proof's RFT trains its warm start on the samples its collection kept, in the order SFT seed 0 draws.
@@ -8,6 +9,10 @@ Each seed here trains the same examples in another order (a replicate; with --se
 the same warm start. Two measures: how far apart the trained weights are (each model's update from the warm
 start, and the cosine between updates by module: 1 = the same direction, 0 = unrelated), and, unless
 --no-eval, held-out pass@1 on the proof's evaluation (a replicate's spread, not a knob to choose).
+--average adds the mean of all these models' weights (the proof's and each seed's: a "soup" over data orders,
+whose shared direction adds up while each order's own path averages out). --on rl-pool evaluates every model,
+the proof's RFT included, on RL's own tasks instead (training side, none of them sampled by RFT): where a
+variant such as the soup may be chosen, which the held-out set never is.
 Writes benchmarks/results/learning_proof_rft_seeds.json.
 """
 
@@ -51,6 +56,28 @@ def updates(warm: Path, models: dict[str, Path]) -> dict:
     return result
 
 
+def average(models: list[Path], out: Path) -> Path:
+    """A model whose every weight is the mean of `models`' (same architecture); the rest copied from the first."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    if (out / "model.safetensors").exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(models[0], tmp, ignore=shutil.ignore_patterns("model.safetensors"))
+    first = load_file(str(models[0] / "model.safetensors"))
+    total = {k: v.double() for k, v in first.items()}
+    for m in models[1:]:
+        for k, v in load_file(str(m / "model.safetensors")).items():
+            total[k] += v.double()
+    save_file({k: (v / len(models)).to(first[k].dtype).contiguous() for k, v in total.items()}, str(tmp / "model.safetensors"),
+              metadata={"format": "pt"})
+    tmp.rename(out)  # whole or absent: a crash mid-write leaves only the .tmp directory
+    return out
+
+
 def main() -> None:
     from swe_rl.config import load_config
     from swe_rl.recipes.rft import RFTConfig, train
@@ -59,10 +86,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--set", action="append", default=[], help="SFT knob of the models trained here, key=value (RFT_SFT's otherwise)")
-    ap.add_argument("--no-eval", action="store_true", help="weights only: no held-out evaluation")
+    ap.add_argument("--no-eval", action="store_true", help="weights only: no evaluation")
+    ap.add_argument("--average", action="store_true", help="also the mean of the proof's and the seeds' weights (rft_soup)")
+    ap.add_argument("--on", choices=("heldout", "rl-pool"), default="heldout",
+                    help="evaluate on the proof's held-out tasks (5 runs), or on RL's own tasks (training side, 3 runs)")
     args = ap.parse_args()
     out = lp.ROOT / "runs" / "learning_proof"
-    warm, rft_model, held = lp.stage_model(out, "warm"), lp.stage_model(out, "rft"), out / "tasks" / "heldout.jsonl"
+    warm, rft_model = lp.stage_model(out, "warm"), lp.stage_model(out, "rft")
+    eval_tasks, runs = (out / "tasks" / "heldout.jsonl", lp.EVAL_RUNS) if args.on == "heldout" else (out / "tasks" / "rl_pool.jsonl", 3)
     proof = json.loads((lp.ROOT / "benchmarks" / "results" / "learning_proof.json").read_text())
     if proof.get("rft", {}).get("model") != str(rft_model):
         raise SystemExit(f"benchmarks/results/learning_proof.json is not the record of the proof in {out}: run the proof first")
@@ -71,19 +102,28 @@ def main() -> None:
         raise SystemExit("--set seed=...: the seed is what --seeds varies")
     overrides = {k: getattr(variant, k) for k in keys}
     tag = "_".join(s.replace("=", "") for s in args.set)
-    models, record = {"seed0 (the proof's)": rft_model}, {"set": args.set, "proof_rft": proof["rft"]["pass_at_1"]}
+    prefix = f"rft{'_' + tag if tag else ''}"
+    models, record = {"seed0 (the proof's)": rft_model}, {"set": args.set, "on": args.on, "proof_rft": proof["rft"]["pass_at_1"]}
     for seed in args.seeds:
-        name = f"rft{'_' + tag if tag else ''}_seed{seed}"
         sft = replace(lp.RFT_SFT, **overrides, seed=seed)
-        cfg = RFTConfig(run_dir=str(out / name), model=str(warm), sft=sft)
+        cfg = RFTConfig(run_dir=str(out / f"{prefix}_seed{seed}"), model=str(warm), sft=sft)
         t0 = time.monotonic()
-        models[name] = Path(train(cfg, out / "rft" / "build" / "examples.jsonl"))
-        record[name] = {"sft": {k: getattr(sft, k) for k in ("lr", "epochs", "batch_size", "seed")}, "train_s": round(time.monotonic() - t0, 1)}
-        if not args.no_eval:
-            t0 = time.monotonic()
-            record[name] |= lp.evaluate(out, name, models[name], held) | {"eval_s": round(time.monotonic() - t0, 1)}
+        models[f"{prefix}_seed{seed}"] = Path(train(cfg, out / "rft" / "build" / "examples.jsonl"))
+        record[f"{prefix}_seed{seed}"] = {"sft": {k: getattr(sft, k) for k in ("lr", "epochs", "batch_size", "seed")},
+                                          "train_s": round(time.monotonic() - t0, 1)}
+    if args.average:
+        soup, ingredients = f"{prefix}_soup_seeds0_{'_'.join(map(str, args.seeds))}", list(models.values())
+        models[soup] = average(ingredients, out / soup / "model")
+        record[soup] = {"models": [str(m) for m in ingredients]}
+    for name, model in models.items():
+        if args.no_eval or (args.on == "heldout" and model == rft_model):  # the proof evaluated its own
+            continue
+        t0 = time.monotonic()
+        label = name if args.on == "heldout" else f"pool_{name.split()[0]}"
+        record.setdefault(name, {}).update(lp.evaluate(out, label, model, eval_tasks, runs=runs) | {"eval_s": round(time.monotonic() - t0, 1)})
     record["updates"] = updates(warm, models)
     suffix = f"_{tag}" if tag else ""
+    suffix += "_rl_pool" if args.on == "rl-pool" else ""
     (lp.ROOT / "benchmarks" / "results" / f"learning_proof_rft_seeds{suffix}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({k: v.get("pass_at_1", v) if isinstance(v, dict) else v for k, v in record.items()}, indent=1))
 
