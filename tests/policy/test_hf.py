@@ -102,6 +102,23 @@ def test_seed_makes_sampling_repeatable(tiny_policy, tokenizer):
     assert a[0].text == tokenizer.decode(list(a[0].token_ids))
 
 
+def test_each_prompt_samples_from_its_own_seed_whatever_shares_its_call(tiny_policy, tokenizer):
+    a, b = prompt(tokenizer, "a"), prompt(tokenizer, "bb")
+    params = SamplingParams(max_new_tokens=10)
+    together = tiny_policy.generate([a, b], params, seeds=[5, 9])
+    swapped = tiny_policy.generate([b, a], params, seeds=[9, 5])
+    (alone,) = tiny_policy.generate([b], params, seeds=[9])
+    assert together[1].token_ids == swapped[0].token_ids == alone.token_ids
+    assert together[0].token_ids == swapped[1].token_ids
+    assert together[0].token_ids != tiny_policy.generate([a], params, seeds=[6])[0].token_ids
+    # Without explicit seeds, prompt i takes params.seed + i (as vLLM and the OpenAI backend send it).
+    seeded = tiny_policy.generate([a, b], SamplingParams(max_new_tokens=10, seed=5))
+    assert seeded[0].token_ids == tiny_policy.generate([a], SamplingParams(max_new_tokens=10, seed=5))[0].token_ids
+    assert seeded[1].token_ids == tiny_policy.generate([b], SamplingParams(max_new_tokens=10, seed=6))[0].token_ids
+    with pytest.raises(ValueError, match="1 seeds for 2 prompts"):
+        tiny_policy.generate([a, b], params, seeds=[1])
+
+
 def test_empty_prompt_is_an_error(tiny_policy):
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         tiny_policy.generate([[1, 2], []], SamplingParams())

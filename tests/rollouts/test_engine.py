@@ -127,20 +127,21 @@ def test_an_unprepared_task_is_dropped_not_scored(bundled_tasks, tokenizer, tmp_
     assert sum(t.grade.resolved for t in result.usable()) == 2
 
 
-def test_same_seed_same_trajectories(bundled_tasks, tmp_path):
+def test_same_seed_same_trajectories_whatever_the_batch(bundled_tasks, tmp_path):
     from swe_rl.policy.hf import HFPolicy
 
     policy = HFPolicy("tiny", device="cpu")
     cfg = AgentConfig(max_turns=2, max_new_tokens=24, window=10)
     tasks = bundled_tasks[:2]
 
-    def once(name: str, seed: int):
-        return run(tasks, policy, tmp_path / name, RolloutConfig(samples=2, max_active=4, seed=seed), agent=cfg, grade=None).trajectories
+    def once(name: str, seed: int, max_active: int = 4):
+        return run(tasks, policy, tmp_path / name, RolloutConfig(samples=2, max_active=max_active, seed=seed), agent=cfg, grade=None).trajectories
 
     a, b, c = once("a.jsonl", 1), once("b.jsonl", 1), once("c.jsonl", 2)
+    one_at_a_time = once("d.jsonl", 1, max_active=1)  # each turn generated alone: other batches, same seeds
     key = lambda t: (t.instance_id, t.sample_index)  # noqa: E731
     tokens = lambda runs: [t.token_ids for t in sorted(runs, key=key)]  # noqa: E731
-    assert tokens(a) == tokens(b)
+    assert tokens(a) == tokens(b) == tokens(one_at_a_time)
     assert tokens(a) != tokens(c)
 
 

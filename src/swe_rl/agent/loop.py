@@ -7,6 +7,7 @@ with one policy. Tokens are accumulated by policy/chat.py's TrajectoryBuilder, n
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import time
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class AgentConfig:
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
-    def sampling(self, seed: int | None = None) -> SamplingParams:
+    def sampling(self) -> SamplingParams:
         return SamplingParams(
             temperature=self.temperature,
             top_p=self.top_p,
@@ -64,7 +65,6 @@ class AgentConfig:
             min_p=self.min_p,
             repetition_penalty=self.repetition_penalty,
             max_new_tokens=self.max_new_tokens,
-            seed=seed,
         )
 
 
@@ -186,13 +186,24 @@ class Episode:
         return True
 
 
+def turn_seed(seed: int, instance_id: str, sample_index: int, turn: int) -> int:
+    """The sampling seed of one turn of one episode: a function of the run's seed and the episode alone.
+
+    Never of the batch the turn is generated in, so a resumed, retried or re-batched run samples
+    what an uninterrupted one did (up to the last bits of the logits, which padding can move).
+    """
+    digest = hashlib.sha256(f"{seed}:{instance_id}:{sample_index}:{turn}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def run_episode(task: Task, sandbox: Sandbox, policy: Policy, cfg: AgentConfig, *,
                 sample_index: int = 0, seed: int | None = None) -> Trajectory:
     """Run one episode to its end and return the token-exact trajectory (patch included, not graded)."""
     episode = Episode(task, sandbox, policy.tokenizer, cfg, sample_index=sample_index)
-    params = cfg.sampling(seed)
+    params = cfg.sampling()
     while not episode.done:
         started = time.perf_counter()
-        [completion] = policy.generate([episode.prompt_ids()], params)
+        seeds = None if seed is None else [turn_seed(seed, task.instance_id, sample_index, len(episode.turns))]
+        [completion] = policy.generate([episode.prompt_ids()], params, seeds)
         episode.step(completion, generation_s=time.perf_counter() - started)
     return episode.trajectory(policy, seed)

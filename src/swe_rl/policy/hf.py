@@ -14,11 +14,12 @@ import functools
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 
 from swe_rl.policy.chat import stop_token_ids as default_stop_ids
+from swe_rl.policy.protocol import row_seeds
 from swe_rl.types import Completion, SamplingParams
 
 
@@ -201,13 +202,13 @@ class HFPolicy:
         self.version += 1
         self._prefixes = []
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[Completion]:
         if not prompts:
             return []
         for i, p in enumerate(prompts):
             if not p:
                 raise ValueError(f"HFPolicy.generate: prompt {i} is empty")
-        completions = self._sample(prompts, params)
+        completions = self._sample(prompts, params, row_seeds(params, len(prompts), seeds))
         if self.tokenizer is not None:
             decode = self.tokenizer.decode
             completions = [
@@ -289,7 +290,7 @@ class HFPolicy:
             store.append(_Prefix(covered, [(k[b][:, real], v[b][:, real]) for k, v in layers], tag))
 
     @torch.no_grad()
-    def _sample(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def _sample(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int | None]) -> list[Completion]:
         dev, n = self.device, len(prompts)
         cache = _decode_cache(self.model.config, room=params.max_new_tokens)
         tag = self._tag()  # the weights and positions of this whole call
@@ -302,9 +303,8 @@ class HFPolicy:
             for i, p in enumerate(prompts):  # per row: padding must not mark (or unmark) its id
                 seen[i, torch.tensor(p, dtype=torch.long, device=dev)] = True
         stop = torch.tensor(self.stop_token_ids, device=dev)
-        gen = None
-        if params.seed is not None:
-            gen = torch.Generator(device=dev).manual_seed(params.seed)
+        # One random stream per prompt: a row's draws must not depend on which rows share its call.
+        gens = [None if s is None else torch.Generator(device=dev).manual_seed(s) for s in seeds]
         out_ids: list[list[int]] = [[] for _ in range(n)]
         out_lps: list[list[float]] = [[] for _ in range(n)]
         finish = ["length"] * n
@@ -323,7 +323,8 @@ class HFPolicy:
             if params.temperature == 0:
                 tok = lp.argmax(-1)
             else:
-                tok = torch.multinomial(lp.exp(), 1, generator=gen)[:, 0]
+                probs = lp.exp()
+                tok = torch.cat([torch.multinomial(probs[b], 1, generator=gens[i]) for b, i in enumerate(rows.tolist())])
             tok_lp = lp.gather(1, tok[:, None])[:, 0]
             is_stop = torch.isin(tok, stop)
             for i, t, t_lp, s in zip(rows.tolist(), tok.tolist(), tok_lp.tolist(), is_stop.tolist()):

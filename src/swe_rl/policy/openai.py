@@ -14,9 +14,11 @@ import re
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any, Literal, Sequence
 
 from swe_rl.policy.chat import end_of_turn_id, stop_token_ids
+from swe_rl.policy.protocol import row_seeds
 from swe_rl.types import Completion, SamplingParams
 
 _CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>\n", re.S)
@@ -42,7 +44,7 @@ class OpenAIPolicy:
     "auto" (try completions once, fall back to chat if the server refuses or returns no ids).
     Every sampling parameter is sent explicitly, so a server's model-specific defaults
     (vLLM reads `generation_config.json` unless told otherwise) never apply.
-    With `params.seed`, prompt i of a call is sampled with seed + i.
+    Prompt i of a call is sent with its seed (`row_seeds`: seeds[i], or params.seed + i).
     """
 
     def __init__(
@@ -82,39 +84,40 @@ class OpenAIPolicy:
         except urllib.error.URLError as e:
             raise ConnectionError(f"{url}: {e.reason}") from None
 
-    def _sampling(self, params: SamplingParams, index: int) -> dict[str, Any]:
+    def _sampling(self, params: SamplingParams, seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model, "max_tokens": params.max_new_tokens, "temperature": params.temperature,
             "top_p": params.top_p, "top_k": params.top_k, "min_p": params.min_p,
             "repetition_penalty": params.repetition_penalty,
         }
-        if params.seed is not None:
-            body["seed"] = params.seed + index
+        if seed is not None:
+            body["seed"] = seed
         return body
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[Completion]:
         if not prompts:
             return []
+        seeds = row_seeds(params, len(prompts), seeds)
         if self.mode == "auto":
             try:
-                first = self._complete(prompts[0], params, 0)
+                first = self._complete(prompts[0], params, seeds[0])
             except (ServerError, MissingTokenIds) as e:
                 if isinstance(e, ServerError) and e.status not in _FALLBACK_STATUS:
                     raise
                 self.mode = "chat"
             else:
                 self.mode = "completions"
-                return [first] + self._map(self._complete, prompts[1:], params, offset=1)
+                return [first] + self._map(self._complete, prompts[1:], params, seeds[1:])
         if self.mode == "completions":
-            return self._map(self._complete, prompts, params)
-        return self._map(self._chat_prompt, prompts, params)
+            return self._map(self._complete, prompts, params, seeds)
+        return self._map(self._chat_prompt, prompts, params, seeds)
 
-    def _map(self, fn, prompts: list[list[int]], params: SamplingParams, offset: int = 0) -> list[Completion]:
+    def _map(self, fn, prompts: list[list[int]], params: SamplingParams, seeds: list[int | None]) -> list[Completion]:
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            return list(pool.map(lambda ip: fn(ip[1], params, ip[0] + offset), enumerate(prompts)))
+            return list(pool.map(lambda ps: fn(ps[0], params, ps[1]), zip(prompts, seeds)))
 
-    def _complete(self, prompt: list[int], params: SamplingParams, index: int) -> Completion:
-        body = self._sampling(params, index) | {
+    def _complete(self, prompt: list[int], params: SamplingParams, seed: int | None) -> Completion:
+        body = self._sampling(params, seed) | {
             "prompt": list(prompt), "logprobs": 0, "return_tokens_as_token_ids": True,
             "return_token_ids": True, "skip_special_tokens": False,
         }
@@ -130,16 +133,16 @@ class OpenAIPolicy:
             raise MissingTokenIds(f"{self.base_url}/completions returned no sampled token ids with log-probs")
         return Completion(tuple(ids), tuple(float(x) for x in logprobs), _finish(choice), choice.get("text", ""))
 
-    def _chat_prompt(self, prompt: list[int], params: SamplingParams, index: int) -> Completion:
+    def _chat_prompt(self, prompt: list[int], params: SamplingParams, seed: int | None) -> Completion:
         if self.tokenizer is None:
             raise ValueError("OpenAIPolicy in chat mode needs a tokenizer to turn token prompts into messages")
         text = self.tokenizer.decode(prompt, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        return self.chat(chatml_messages(text), params, index)
+        return self.chat(chatml_messages(text), replace(params, seed=seed))
 
-    def chat(self, messages: list[dict[str, str]], params: SamplingParams, index: int = 0) -> Completion:
+    def chat(self, messages: list[dict[str, str]], params: SamplingParams) -> Completion:
         """One chat completion, as text. token_ids are a local tokenisation (empty without a
         tokenizer), plus the end-of-turn token when the turn stopped; log-probs are 0.0."""
-        choice = self._post("/chat/completions", self._sampling(params, index) | {"messages": messages})["choices"][0]
+        choice = self._post("/chat/completions", self._sampling(params, params.seed) | {"messages": messages})["choices"][0]
         content = (choice.get("message") or {}).get("content") or ""
         finish = _finish(choice)
         ids: list[int] = []

@@ -57,7 +57,7 @@ class ScriptedPolicy:
             return self.actions(k, prompt_text)
         return self.actions[k] if k < len(self.actions) else self.fallback
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[Completion]:
         out = []
         for prompt in prompts:
             text = self.action(self.turn_index(prompt), self.tokenizer.decode(prompt, skip_special_tokens=False))

@@ -14,9 +14,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from swe_rl.policy.chat import stop_token_ids as default_stop_ids
+from swe_rl.policy.protocol import row_seeds
 from swe_rl.types import Completion, SamplingParams
 
 DTYPES = ("bfloat16", "float16", "float32", "auto")
@@ -155,7 +156,7 @@ class VLLMPolicy:
 
         self._dtype = getattr(torch, self.config.dtype) if self.config.dtype != "auto" else self.llm.llm_engine.model_config.dtype
 
-    def _sampling_params(self, params: SamplingParams, index: int) -> Any:
+    def _sampling_params(self, params: SamplingParams, seed: int | None) -> Any:
         return self._vllm.SamplingParams(
             n=1,
             temperature=params.temperature,
@@ -169,10 +170,10 @@ class VLLMPolicy:
             logprobs=0,  # the sampled token's log-prob only
             stop_token_ids=self.stop_token_ids,
             skip_special_tokens=False,
-            seed=None if params.seed is None else params.seed + index,
+            seed=seed,
         )
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[Completion]:
         from vllm.inputs import TokensPrompt
 
         if not prompts:
@@ -180,7 +181,7 @@ class VLLMPolicy:
         self.wake_up()
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-            [self._sampling_params(params, i) for i in range(len(prompts))],
+            [self._sampling_params(params, seed) for seed in row_seeds(params, len(prompts), seeds)],
             use_tqdm=False,
         )
         completions = []

@@ -399,8 +399,9 @@ def collect_experience(cfg: RLConfig, state: dict[str, Any], tasks: dict[str, An
         suffix = "" if draw == 0 else f"_draw{draw}"
         traj_file, finished = out / f"iter_{it:05d}" / f"traj{suffix}.jsonl", out / f"iter_{it:05d}" / f"rollouts{suffix}.done"
         if traj_file.exists() and not finished.exists() and cfg.exact_resume:
-            # A killed draw: its remaining episodes would be sampled in other batches (other seeds and
-            # padding) than in an uninterrupted run, so redo them all; a finished file is reused as it is.
+            # A killed draw: its remaining episodes would be sampled in other batches than in an uninterrupted
+            # run (each turn's seed is its own, but padding can move the logits' last bits), so redo them all;
+            # a finished file is reused as it is.
             traj_file.unlink()
         seed = cfg.seed * 100_003 + it
         run = run_rollouts([tasks[i] for i in ids], policy, cfg.agent(stage), traj_file, samples=cfg.samples, batch=cfg.rollout_batch,

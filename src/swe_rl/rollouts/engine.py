@@ -1,7 +1,8 @@
 """The rollout engine: N tasks x G samples, with every active episode's next turn generated in one batch.
 
-Per step: one `policy.generate` call over all active episodes (lock-step, so a seed makes a run
-repeatable), then their commands run concurrently in a thread pool; finished episodes are graded
+Per step: one `policy.generate` call over all active episodes, each turn sampled with its own seed
+(`turn_seed`: the run's seed, the episode and the turn, so a resumed or re-batched run samples what an
+uninterrupted one did), then their commands run concurrently in a thread pool; finished episodes are graded
 in a second pool while the model generates for the others. Infrastructure failures are retried;
 a task whose episode still fails is dropped as a whole group and counted, never scored 0.
 Every finished episode is appended and flushed to the output file, so `resume` redoes only the
@@ -10,7 +11,6 @@ episodes that were not written.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+from swe_rl.agent.loop import turn_seed
 from swe_rl.rollouts.store import append_trajectory, iter_trajectories, repair_torn_tail
 from swe_rl.types import Completion, Grade, SamplingParams, Task, Trajectory
 
@@ -84,11 +85,6 @@ def _check_same_run(out: Path, t: Trajectory, model: str, seed: int) -> None:
                               f"seed {seed}: resume only the run that wrote it, or choose another path")
 
 
-def step_seed(seed: int, step: int) -> int:
-    digest = hashlib.sha256(f"{seed}:{step}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
 @dataclass
 class _Job:
     task: Task
@@ -101,6 +97,10 @@ class _Active:
     job: _Job
     sandbox: Closable
     episode: EpisodeLike
+    turns: int = 0  # generated so far: the next turn's seed
+
+    def seed(self, run_seed: int) -> int:
+        return turn_seed(run_seed, self.job.task.instance_id, self.job.sample_index, self.turns)
 
 
 def collect(
@@ -190,7 +190,6 @@ def collect(
             retry_or_drop(a.job, t)
         else:
             grading.append(graders.submit(grade_and_finish, a.job.task, t))
-    step = 0
     with ThreadPoolExecutor(cfg.max_active) as pool, ThreadPoolExecutor(cfg.workers) as graders:
         try:
             while pending or active:
@@ -223,11 +222,13 @@ def collect(
                     continue
 
                 gen_started = time.perf_counter()
-                completions = _generate(policy, [a.episode.prompt_ids() for a in active], replace(params, seed=step_seed(cfg.seed, step)), cfg.generate_retries)
+                completions = _generate(policy, [a.episode.prompt_ids() for a in active], params, [a.seed(cfg.seed) for a in active],
+                                        cfg.generate_retries)
                 gen_wall = time.perf_counter() - gen_started
                 result.generation_s += gen_wall
                 gen_s = gen_wall / len(active)  # the batch's time, shared
-                step += 1
+                for a in active:
+                    a.turns += 1
                 result.generated_tokens += sum(len(c.token_ids) for c in completions)
                 steps_started = time.perf_counter()
                 ended = list(pool.map(lambda ac: ac[0].episode.step(ac[1], gen_s), zip(active, completions)))
@@ -252,10 +253,10 @@ def collect(
     return result
 
 
-def _generate(policy, prompts: list[list[int]], params: SamplingParams, retries: int) -> list[Completion]:
+def _generate(policy, prompts: list[list[int]], params: SamplingParams, seeds: list[int], retries: int) -> list[Completion]:
     for attempt in range(1, retries + 1):
         try:
-            return policy.generate(prompts, params)
+            return policy.generate(prompts, params, seeds)
         except (ConnectionError, TimeoutError, OSError):
             if attempt == retries:
                 raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -148,8 +148,8 @@ class GenerationActor:
     def describe(self) -> tuple[str, int, Any]:
         return self.policy.name, self.policy.version, self.policy.tokenizer
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> tuple[list[Completion], int]:
-        return self.policy.generate(prompts, params), self.policy.version
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: Sequence[int] | None = None) -> tuple[list[Completion], int]:
+        return self.policy.generate(prompts, params, seeds), self.policy.version
 
     def update_weights(self, state_dict: dict[str, Any]) -> int:
         if not hasattr(self.policy, "update_weights"):
@@ -165,8 +165,8 @@ class RemotePolicy:
         self.actor = actor
         self.name, self.version, self.tokenizer = ray.get(actor.describe.remote())
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
-        completions, self.version = ray.get(self.actor.generate.remote(prompts, params))
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: Sequence[int] | None = None) -> list[Completion]:
+        completions, self.version = ray.get(self.actor.generate.remote(prompts, params, seeds))
         return completions
 
     def update_weights(self, state_dict: dict[str, Any]) -> None:
