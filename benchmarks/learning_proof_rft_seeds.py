@@ -11,7 +11,7 @@ start, and the cosine between updates by module: 1 = the same direction, 0 = unr
 --no-eval, held-out pass@1 on the proof's evaluation (a replicate's spread, not a knob to choose).
 --average adds the mean of all these models' weights (the proof's and each seed's: a "soup" over data orders,
 whose shared direction adds up while each order's own path averages out). --on rl-pool evaluates every model,
-the proof's RFT included, on RL's own tasks instead (training side, none of them sampled by RFT): where a
+the proof's RFT and the warm start included, on RL's own tasks instead (training side, none of them sampled by RFT): where a
 variant such as the soup may be chosen, which the held-out set never is.
 Writes benchmarks/results/learning_proof_rft_seeds.json.
 """
@@ -115,7 +115,8 @@ def main() -> None:
         soup, ingredients = f"{prefix}_soup_seeds0_{'_'.join(map(str, args.seeds))}", list(models.values())
         models[soup] = average(ingredients, out / soup / "model")
         record[soup] = {"models": [str(m) for m in ingredients]}
-    for name, model in models.items():
+    evaluated = models | ({"warm start": warm} if args.on == "rl-pool" else {})  # held-out, the proof has the warm start's
+    for name, model in evaluated.items():
         if args.no_eval or (args.on == "heldout" and model == rft_model):  # the proof evaluated its own
             continue
         t0 = time.monotonic()
