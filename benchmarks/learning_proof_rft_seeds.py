@@ -40,7 +40,7 @@ def updates(warm: Path, models: dict[str, Path]) -> dict:
     base = load_file(str(warm / "model.safetensors"))
     deltas = {name: {k: (v.float() - base[k].float()).flatten() for k, v in load_file(str(m / "model.safetensors")).items()}
               for name, m in models.items()}
-    names = list(models)
+    names, groups = list(models), sorted({module_group(k) for k in base})
     # every tensor's dot product, once per pair of models (a model with itself included): the sums below read them
     dots = {(a, b): {k: float(deltas[a][k] @ deltas[b][k]) for k in base} for i, a in enumerate(names) for b in names[i:]}
 
@@ -50,8 +50,7 @@ def updates(warm: Path, models: dict[str, Path]) -> dict:
     result: dict = {"norm": {n: round(total(n, n, None) ** 0.5, 4) for n in names}, "cosine": {}}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            by_group = {g: total(a, b, g) / max((total(a, a, g) * total(b, b, g)) ** 0.5, 1e-30)
-                        for g in [None, *sorted({module_group(k) for k in base})]}
+            by_group = {g: total(a, b, g) / max((total(a, a, g) * total(b, b, g)) ** 0.5, 1e-30) for g in [None, *groups]}
             result["cosine"][f"{a} vs {b}"] = {("all" if g is None else g): round(c, 3) for g, c in by_group.items()}
     return result
 
