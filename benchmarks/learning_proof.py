@@ -17,7 +17,7 @@ RFT (the model's own resolved samples) on the other training tasks, and DAPO RL 
 sampling) on training-side tasks synthesized after those: the same distribution, tasks neither
 earlier stage has fit. Knobs are chosen from training-task numbers (`--calibrate`, RL's
 training-side metrics); the held-out set is only evaluated, though RL has been evaluated there
-twenty-eight times in twenty configurations, each chosen after the previous result (README).
+twenty-nine times in twenty-one configurations, each chosen after the previous result (README).
 Every step resumes: run the same command again after a crash.
 Writes benchmarks/results/learning_proof.json and prints the table.
 """
@@ -138,8 +138,10 @@ RL_STAGES = (RL_STAGE,) * 3
 # iterations 1-4 drew 8 problems whose groups were all uniform, RL trained 8 trajectories in all and scored what RFT scored.
 # Two draws and 3 iterations (2026-12-07, 16:22 UTC, learning_proof_2026-12-07_two_draws.json): every iteration drew twice, 3 of
 # 12 problems gave mixed groups, RL trained 24 trajectories (3 optimizer steps) and gained 13.3 points held-out on an RFT model
-# at 14.7%. Again (19:10 UTC, learning_proof.json, the 30-s grade limit) from an RFT model at 21.3% (the 14:10 run's, bit for
-# bit): 2 of 12 problems gave mixed groups (6 of 8 resolved in each), RL trained 16 trajectories and scored what RFT scored.
+# at 14.7%. Again (19:10 UTC, learning_proof_2026-12-07_grade30.json, the 30-s grade limit) from an RFT model at 21.3% (the
+# 14:10 run's, bit for bit): 2 of 12 problems gave mixed groups (6 of 8 resolved in each), RL trained 16 trajectories and scored
+# what RFT scored. With per-turn sampling seeds (2026-12-07, 23:39 UTC, learning_proof.json) from an RFT model at 37.3%: 3 of
+# 10 problems gave mixed groups (1, 1 and 2 of 8 resolved), RL trained 24 trajectories and gained 2.7 points (+0.8 SEM).
 RL_MAX_DRAWS = 2
 # Each draw takes the problems drawn least so far. Until 2026-11-27, 15:00 UTC, draws were independent ("random"): seed 0's
 # 3 iterations trained on 3 distinct problems of 19 (one of them in every iteration), seed 1's on 5, and a
